@@ -1,0 +1,65 @@
+"""Similarity metrics shared by every index, exact search and the evaluation code.
+
+Scores keep the metric's own sense: similarities (cosine, inner product) are higher-is-better,
+distances (Euclidean L2, L1) lower-is-better, and ``Metric.higher_is_better`` says which. Ranked
+lists are always best first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A way of comparing two embeddings.
+
+    Attributes:
+        name: "cosine", "ip", "l2" or "l1".
+        higher_is_better: True for similarities, False for distances.
+        normalize: Whether embeddings are L2-normalised before comparison (cosine).
+    """
+
+    name: str
+    higher_is_better: bool
+    normalize: bool
+
+    def prepare(self, vectors: np.ndarray) -> np.ndarray:
+        """``(N, D)`` float32 contiguous rows, L2-normalised for cosine."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return vectors
+
+    def pairwise(self, queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+        """Scores ``(Q, N)`` between prepared ``queries (Q, D)`` and ``gallery (N, D)``."""
+        if self.name in ("cosine", "ip"):
+            return queries @ gallery.T
+        if self.name == "l2":
+            return torch.cdist(queries, gallery, p=2.0)
+        return torch.cdist(queries, gallery, p=1.0)
+
+    def worst(self) -> float:
+        """The score that ranks below every real one (padding for missing neighbours)."""
+        return float("-inf") if self.higher_is_better else float("inf")
+
+
+METRICS: dict[str, Metric] = {
+    "cosine": Metric("cosine", higher_is_better=True, normalize=True),
+    "ip": Metric("ip", higher_is_better=True, normalize=False),
+    "l2": Metric("l2", higher_is_better=False, normalize=False),
+    "l1": Metric("l1", higher_is_better=False, normalize=False),
+}
+_ALIASES = {"inner_product": "ip", "dot": "ip", "euclidean": "l2", "manhattan": "l1", "cos": "cosine"}
+
+
+def get_metric(name: str) -> Metric:
+    """The :class:`Metric` called ``name`` (aliases: inner_product, dot, euclidean, manhattan)."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; valid names: {', '.join(sorted(METRICS))}")
+    return METRICS[key]
