@@ -1,0 +1,106 @@
+"""Upload a submission file to a competition server over HTTP.
+
+The file goes as ``multipart/form-data`` with ``Authorization: Bearer <token>``; the token is
+read from an environment variable so that it never appears on a command line or in a config.
+Every failure becomes one :class:`SubmissionError` whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOKEN_ENV = "LOOKALIKE_SUBMIT_TOKEN"
+_BODY_EXCERPT_CHARS = 200
+
+
+class SubmissionError(RuntimeError):
+    """A submission could not be delivered or was refused; the message is one line."""
+
+
+@dataclass(frozen=True)
+class SubmitResponse:
+    """The server's answer to an accepted submission.
+
+    Attributes:
+        status_code: The HTTP status (2xx or 3xx).
+        body: The response body as text.
+    """
+
+    status_code: int
+    body: str
+
+
+def _excerpt(body: str) -> str:
+    return " ".join(body.split())[:_BODY_EXCERPT_CHARS]
+
+
+def submit_file(
+    path: str | os.PathLike[str],
+    url: str,
+    *,
+    token_env: str = DEFAULT_TOKEN_ENV,
+    field_name: str = "file",
+    timeout: float = 30.0,
+    extra_fields: dict[str, str] | None = None,
+) -> SubmitResponse:
+    """POST ``path`` to ``url`` as a multipart upload authorised by a bearer token.
+
+    Args:
+        path: The submission file (CSV, JSON ...).
+        url: The ``http://`` or ``https://`` endpoint that accepts submissions.
+        token_env: Environment variable holding the API token.
+        field_name: Form field the file is sent in.
+        timeout: Seconds to wait for connecting, sending and each read.
+        extra_fields: Further form fields (a description, a team name ...).
+
+    Returns:
+        The server's status code and body.
+
+    Raises:
+        SubmissionError: The file or token is missing, the server cannot be reached or does not
+            answer in time, or it answers with HTTP 4xx/5xx.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"submission file {path} does not exist; write it first")
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise SubmissionError(f"set {token_env} to your API token")
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    try:
+        with open(path, "rb") as handle:
+            response = httpx.post(
+                url,
+                files={field_name: (path.name, handle, content_type)},
+                data=extra_fields or {},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=timeout,
+            )
+    except httpx.TimeoutException as exc:
+        raise SubmissionError(
+            f"{url} did not answer within {timeout:g} s; retry later or pass a larger timeout"
+        ) from exc
+    except httpx.ConnectError as exc:
+        raise SubmissionError(f"could not connect to {url}: {exc}") from exc
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise SubmissionError(f"{url!r} is not a valid http:// or https:// URL") from exc
+    except httpx.HTTPError as exc:
+        raise SubmissionError(f"submitting to {url} failed: {exc}") from exc
+    body = response.text
+    if response.status_code in (401, 403):
+        raise SubmissionError(
+            f"{url} refused the token in {token_env} (HTTP {response.status_code}): "
+            f"{_excerpt(body)}"
+        )
+    if response.status_code >= 400:
+        raise SubmissionError(f"{url} answered HTTP {response.status_code}: {_excerpt(body)}")
+    logger.info("submitted %s to %s: HTTP %d", path, url, response.status_code)
+    return SubmitResponse(status_code=response.status_code, body=body)
