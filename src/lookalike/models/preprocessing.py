@@ -22,6 +22,7 @@ _INTERPOLATIONS = {
     "bicubic": v2.InterpolationMode.BICUBIC,
     "nearest": v2.InterpolationMode.NEAREST,
 }
+_CROP_MODES = (None, "center", "squash")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class Preprocessing:
         crop_pct: Fraction of the resized image kept by the centre crop (timm's convention:
             resize the short side to ``input_size / crop_pct``, then centre-crop ``input_size``).
             1.0 means resize straight to ``input_size``.
+        crop_mode: "center" (resize the short side to ``input_size / crop_pct``, then centre-crop,
+            as timm, open_clip's "shortest" mode and torchvision do, also at ``crop_pct=1.0``) or
+            "squash" (resize both sides to ``input_size``, ignoring the aspect ratio). ``None``
+            keeps the rule above: squash at ``crop_pct=1.0``, centre crop below it.
     """
 
     input_size: int = 224
@@ -43,6 +48,7 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
+    crop_mode: str | None = None
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
@@ -51,6 +57,8 @@ class Preprocessing:
             )
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.crop_mode not in _CROP_MODES:
+            raise ValueError(f"unknown crop_mode {self.crop_mode!r}; valid: center, squash, None")
 
     @property
     def resize_size(self) -> int:
@@ -68,13 +76,17 @@ class Preprocessing:
             std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
             interpolation=str(data["interpolation"]),
             crop_pct=float(data["crop_pct"]),
+            crop_mode=data.get("crop_mode"),
         )
 
 
 def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
     """PIL RGB image -> float tensor ``(3, S, S)`` normalised as ``preprocessing`` says."""
     interpolation = _INTERPOLATIONS[preprocessing.interpolation]
-    if preprocessing.crop_pct >= 1.0:
+    squash = preprocessing.crop_mode == "squash" or (
+        preprocessing.crop_mode is None and preprocessing.crop_pct >= 1.0
+    )
+    if squash:
         geometry: list[Any] = [
             v2.Resize((preprocessing.input_size, preprocessing.input_size), interpolation, antialias=True)
         ]
