@@ -1,0 +1,344 @@
+"""Data sources: turn what a user has on disk into an :class:`~lookalike.data.records.ImageSet`.
+
+Each source is a function registered in :data:`SOURCES` under a short name:
+
+- ``"folder"``: a folder per class (torchvision's ``ImageFolder`` layout);
+- ``"csv"``: a CSV or Parquet manifest with ``path,label[,split][,caption][,id]`` columns;
+- ``"sop"``: Stanford Online Products (Oh Song et al., "Deep Metric Learning via Lifted Structured
+  Feature Embedding", CVPR 2016) from its ``Ebay_train.txt`` / ``Ebay_test.txt`` lists;
+- ``"unlabelled"``: competition mode, two folders of unlabelled query and gallery images.
+
+:func:`load_source` picks one from a short spec string (``"sop:/data/Stanford_Online_Products"``)
+or a dict, as configs and the command line give them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lookalike.data.records import SPLITS, ImageRecord, ImageSet
+from lookalike.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+SOURCES = Registry[ImageSet]("data source")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+"""File suffixes treated as images (compared case-insensitively)."""
+
+MANIFEST_COLUMNS = ("path", "label")
+"""Columns every manifest must have; ``split``, ``caption`` and ``id`` are optional."""
+
+SOP_LISTS = {"train": "Ebay_train.txt", "gallery": "Ebay_test.txt"}
+"""Stanford Online Products list files, keyed by the split their rows receive."""
+
+SOP_HEADER = ["image_id", "class_id", "super_class_id", "path"]
+
+
+def _normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
+    return frozenset(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+
+
+def list_images(folder: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """The image files under ``folder``, recursively, sorted by their POSIX path relative to it.
+
+    Hidden files and hidden folders (names starting with ``.``) are skipped; symbolic links to
+    folders are followed once (a link cycle is not walked twice).
+    """
+    suffixes = _normalise_extensions(extensions)
+    found: list[tuple[str, Path]] = []
+    visited: set[str] = set()
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in visited:
+            dirs.clear()
+            continue
+        visited.add(real)
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        for name in files:
+            if name.startswith(".") or Path(name).suffix.lower() not in suffixes:
+                continue
+            path = Path(current) / name
+            found.append((path.relative_to(folder).as_posix(), path))
+    return [path for _, path in sorted(found)]
+
+
+def list_images_in(folder: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """The non-hidden image files directly in ``folder`` (not recursive), sorted by name."""
+    suffixes = _normalise_extensions(extensions)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+    )
+
+
+@SOURCES.register("folder")
+def folder_source(
+    root: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS
+) -> ImageSet:
+    """Images in a folder per class: ``root/<label>/**/<image>``.
+
+    Args:
+        root: Folder whose sub-folders are the classes; images may sit at any depth inside them.
+        extensions: Image suffixes to keep (case-insensitive, with or without the dot).
+
+    Returns:
+        An unsplit :class:`ImageSet` sorted by id, where id is the image path relative to ``root``
+        (POSIX) and label the class folder's name.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist or is not a folder.
+        ValueError: ``root`` has no class folders, or they hold no images.
+    """
+    root = Path(root).absolute()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise ValueError(
+            f"image folder {root} has no class sub-folders; expected root/<class>/<image>"
+        )
+    stray = list_images_in(root, extensions)
+    if stray:
+        logger.warning("ignoring %d images directly in %s (no class folder)", len(stray), root)
+    records = [
+        ImageRecord(id=path.relative_to(root).as_posix(), path=path, label=class_dir.name)
+        for class_dir in class_dirs
+        for path in list_images(class_dir, extensions)
+    ]
+    if not records:
+        suffixes = " ".join(sorted(_normalise_extensions(extensions)))
+        raise ValueError(f"no images ({suffixes}) in the class folders of {root}")
+    records.sort(key=lambda record: record.id)
+    return ImageSet(records)
+
+
+def _cell(value: Any) -> str | None:
+    """A manifest cell as text: ``None`` when empty, missing or NaN; integral floats lose ``.0``."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    raise ValueError(
+        f"manifest {path} must be a .csv or .parquet file, not {suffix or 'no suffix'!r}"
+    )
+
+
+@SOURCES.register("csv")
+def manifest_source(
+    path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> ImageSet:
+    """Images listed in a CSV or Parquet manifest (chosen by the file's suffix).
+
+    Columns: ``path`` and ``label`` are required; ``split`` (one of
+    :data:`~lookalike.data.records.SPLITS` or empty), ``caption`` and ``id`` are optional. An empty
+    label means unlabelled; an empty or absent id defaults to ``path`` as written. Rows keep the
+    manifest's order; rows are numbered from 1 after the header in error messages.
+
+    Args:
+        path: The manifest file (``.csv``, ``.parquet`` or ``.pq``).
+        root: Folder that relative image paths are resolved against; the manifest's folder by
+            default. Image files are not opened here (loading reports unreadable ones).
+
+    Raises:
+        FileNotFoundError: The manifest does not exist.
+        ValueError: A required column is missing, or a row has an empty path, an unknown split or
+            a duplicate id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} does not exist")
+    table = _read_table(path)
+    missing = [column for column in MANIFEST_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(
+            f"manifest {path} lacks column(s) {', '.join(missing)}; it has "
+            f"{', '.join(map(str, table.columns)) or 'none'} "
+            "(expected path,label[,split][,caption][,id])"
+        )
+    base = Path(root) if root is not None else path.parent
+    base = base.absolute()
+    optional = [column for column in ("split", "caption", "id") if column in table.columns]
+    columns = [*MANIFEST_COLUMNS, *optional]
+    records: list[ImageRecord] = []
+    seen: dict[str, int] = {}
+    for row_number, row in enumerate(table[columns].itertuples(index=False), 1):
+        cells = dict(zip(columns, (_cell(v) for v in row)))
+        image = cells["path"]
+        if image is None:
+            raise ValueError(f"manifest {path}, row {row_number}: empty path")
+        split = cells.get("split")
+        if split is not None and split not in SPLITS:
+            raise ValueError(
+                f"manifest {path}, row {row_number}: split {split!r} is not one of "
+                f"{', '.join(SPLITS)} (or empty)"
+            )
+        image_id = cells.get("id") or Path(image).as_posix()
+        if image_id in seen:
+            raise ValueError(
+                f"manifest {path}, row {row_number}: id {image_id!r} repeats row "
+                f"{seen[image_id]}; ids must be unique"
+            )
+        seen[image_id] = row_number
+        image_path = Path(image)
+        records.append(
+            ImageRecord(
+                id=image_id,
+                path=image_path if image_path.is_absolute() else base / image_path,
+                label=cells["label"],
+                split=split,
+                caption=cells.get("caption"),
+            )
+        )
+    if not records:
+        raise ValueError(f"manifest {path} has no rows")
+    return ImageSet(records)
+
+
+@SOURCES.register("sop")
+def sop_source(root: str | os.PathLike[str]) -> ImageSet:
+    """Stanford Online Products (Oh Song et al., CVPR 2016) from its list files.
+
+    ``root/Ebay_train.txt`` and ``root/Ebay_test.txt`` have the header
+    ``image_id class_id super_class_id path`` (space-separated, paths relative to ``root``). The
+    11,318 train classes and 11,316 test classes are disjoint.
+
+    Returns:
+        Train rows with split ``"train"``, then test rows with split ``"gallery"``; id is the
+        listed path and label the ``class_id``. The standard evaluation is all-vs-all on the test
+        rows (the ``"all_vs_all"`` protocol in :mod:`lookalike.data.protocols`, which keeps the
+        train rows as its training set).
+
+    Raises:
+        FileNotFoundError: ``root`` or one of the list files is missing.
+        ValueError: A list file has the wrong header or a malformed row.
+    """
+    root = Path(root).absolute()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Stanford Online Products folder {root} does not exist")
+    records: list[ImageRecord] = []
+    for split, name in SOP_LISTS.items():
+        list_file = root / name
+        if not list_file.is_file():
+            raise FileNotFoundError(
+                f"{list_file} is missing; point sop at the Stanford_Online_Products folder "
+                "that holds "
+                f"{' and '.join(SOP_LISTS.values())}"
+            )
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+        header = lines[0].split() if lines else []
+        if header != SOP_HEADER:
+            raise ValueError(
+                f"{list_file}: header {' '.join(header)!r} is not {' '.join(SOP_HEADER)!r}"
+            )
+        for line_number, line in enumerate(lines[1:], 2):
+            if not line.strip():
+                continue
+            fields = line.split()
+            if len(fields) != len(SOP_HEADER):
+                raise ValueError(
+                    f"{list_file}, line {line_number}: expected 4 fields, got {line.strip()!r}"
+                )
+            _, class_id, _, image = fields
+            records.append(ImageRecord(id=image, path=root / image, label=class_id, split=split))
+    return ImageSet(records)
+
+
+@SOURCES.register("unlabelled")
+def query_gallery_source(
+    query_dir: str | os.PathLike[str],
+    gallery_dir: str | os.PathLike[str],
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+) -> ImageSet:
+    """Competition mode: unlabelled query and gallery images in two folders (searched recursively).
+
+    Returns:
+        Query records (split ``"query"``, id ``"query/<path relative to query_dir>"``) then gallery
+        records (split ``"gallery"``, id ``"gallery/<relative path>"``), each sorted; no labels.
+
+    Raises:
+        FileNotFoundError: A folder does not exist.
+        ValueError: A folder holds no images.
+    """
+    records: list[ImageRecord] = []
+    for split, folder in (("query", query_dir), ("gallery", gallery_dir)):
+        folder = Path(folder).absolute()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{split} folder {folder} does not exist or is not a folder")
+        images = list_images(folder, extensions)
+        if not images:
+            raise ValueError(f"{split} folder {folder} holds no images")
+        records.extend(
+            ImageRecord(id=f"{split}/{p.relative_to(folder).as_posix()}", path=p, split=split)
+            for p in images
+        )
+    return ImageSet(records)
+
+
+def load_source(spec: str | os.PathLike[str] | Mapping[str, Any], **kwargs: Any) -> ImageSet:
+    """Build an :class:`ImageSet` from a short spec.
+
+    Accepted specs:
+
+    - ``"<source>:<first argument>"``, e.g. ``"folder:/data/cub/images"``,
+      ``"csv:/data/manifest.csv"``, ``"sop:/data/Stanford_Online_Products"`` or
+      ``"unlabelled:/data/query"`` with ``gallery_dir=`` in ``kwargs``;
+    - a plain existing folder: ``"sop"`` when it holds the SOP list files, ``"folder"`` otherwise;
+    - a plain ``.csv`` / ``.parquet`` / ``.pq`` file: ``"csv"``;
+    - a dict ``{"type": "<source>", **arguments}``.
+
+    ``kwargs`` are passed on to the source function.
+
+    Raises:
+        ValueError: Unknown source name (listing the valid ones) or a spec that fits no form.
+        FileNotFoundError: A plain path that does not exist.
+    """
+    if isinstance(spec, Mapping):
+        options = dict(spec)
+        if "type" not in options:
+            raise ValueError(
+                f"source spec {options!r} needs a 'type' key; valid types: {', '.join(SOURCES)}"
+            )
+        return SOURCES.create(str(options.pop("type")), **options, **kwargs)
+    text = os.fspath(spec)
+    name, sep, argument = text.partition(":")
+    if sep and name.lower() in SOURCES:
+        return SOURCES.create(name, argument, **kwargs)
+    path = Path(text)
+    if path.is_dir():
+        if all((path / name).is_file() for name in SOP_LISTS.values()):
+            return sop_source(path, **kwargs)
+        return folder_source(path, **kwargs)
+    if path.suffix.lower() in (".csv", ".parquet", ".pq"):
+        return manifest_source(path, **kwargs)
+    if sep and len(name) > 1 and not path.exists():
+        raise ValueError(
+            f"unknown data source {name!r} in {text!r}; valid names: {', '.join(SOURCES)}"
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"data source {text!r} does not exist")
+    raise ValueError(
+        f"cannot tell the source of {text!r}: give a folder, a .csv/.parquet manifest, "
+        f"or <source>:<path> with source one of {', '.join(SOURCES)}"
+    )
