@@ -1,0 +1,333 @@
+"""FAISS-backed indexes: exact flat search, inverted files (IVF-Flat, IVF-PQ) and HNSW graphs.
+
+Johnson, Douze & Jégou, "Billion-scale similarity search with GPUs", 2017 (FAISS). Metrics map to
+FAISS as follows: cosine is inner product over L2-normalised rows, ip is inner product, l2 is
+FAISS's squared L2 turned back into Euclidean distance (square root), l1 is ``METRIC_L1``. Row ids
+are insertion order; :mod:`lookalike.index.io` maps them to image ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import faiss
+import numpy as np
+
+from lookalike.index.base import INDEXES, Index
+from lookalike.index.metrics import Metric
+
+logger = logging.getLogger(__name__)
+
+_FAISS_METRICS = {
+    "cosine": faiss.METRIC_INNER_PRODUCT,
+    "ip": faiss.METRIC_INNER_PRODUCT,
+    "l2": faiss.METRIC_L2,
+    "l1": faiss.METRIC_L1,
+}
+
+
+class FaissIndex(Index):
+    """Common machinery: build from a FAISS factory string, move to GPU, train, search, save.
+
+    Subclasses set their parameters, then call ``super().__init__``, and give
+    :meth:`factory_string`; they may tune the built index (:meth:`_configure`) and name the
+    search-time parameters FAISS should apply (:meth:`_search_parameters`).
+    """
+
+    state_file = "index.faiss"
+    supports_gpu: ClassVar[bool] = True
+
+    def __init__(self, dim: int, metric: Metric | str = "cosine", device: str = "cpu") -> None:
+        super().__init__(dim, metric, device)
+        self._gpu_resources: Any = None
+        cpu_index = faiss.index_factory(
+            self.dim, self.factory_string(), _FAISS_METRICS[self.metric.name]
+        )
+        self._configure(cpu_index)
+        self._index = self._to_device(cpu_index)
+
+    @abstractmethod
+    def factory_string(self) -> str:
+        """The :func:`faiss.index_factory` description of this index ("Flat", "IVF100,Flat")."""
+
+    def _configure(self, cpu_index: Any) -> None:
+        """Adjust the freshly built CPU index before use (construction-time parameters)."""
+
+    def _search_parameters(self) -> dict[str, int]:
+        """FAISS ParameterSpace settings applied before every search ("nprobe", "efSearch")."""
+        return {}
+
+    def _min_training_rows(self) -> int:
+        """Fewest training rows FAISS accepts (0 for indexes that need no training)."""
+        return 0
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    @property
+    def faiss_index(self) -> Any:
+        """The underlying FAISS index (on the index's device)."""
+        return self._index
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Learn coarse centroids / codebooks from ``(N, D)`` rows (a no-op for flat and HNSW)."""
+        prepared = self._check(vectors, "training vectors")
+        if self.ntotal > 0 and self._min_training_rows() > 0:
+            raise ValueError(
+                f"cannot retrain a {self.kind} index that already holds {self.ntotal} vectors; "
+                "build a new index"
+            )
+        self._train(prepared)
+
+    def _train(self, vectors: np.ndarray) -> None:
+        needed = self._min_training_rows()
+        if needed == 0:
+            return
+        if vectors.shape[0] < needed:
+            raise ValueError(self._too_few_message(vectors.shape[0]))
+        self._index.train(vectors)
+
+    def _too_few_message(self, count: int) -> str:
+        return (
+            f"{self.kind} needs at least {self._min_training_rows()} training vectors, got {count}"
+        )
+
+    def _add(self, vectors: np.ndarray) -> None:
+        if not self.is_trained:
+            logger.info(
+                "%s index is untrained; training it on the %d vectors being added",
+                self.kind,
+                vectors.shape[0],
+            )
+            self._train(vectors)
+        self._index.add(vectors)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        settings = self._search_parameters()
+        if settings:
+            space = faiss.ParameterSpace() if self.device == "cpu" else faiss.GpuParameterSpace()
+            for name, value in settings.items():
+                space.set_index_parameter(self._index, name, value)
+        scores, indices = self._index.search(queries, k)
+        scores = scores.astype(np.float32, copy=False)
+        if self.metric.name == "l2":
+            scores = np.sqrt(np.maximum(scores, 0.0))
+        scores[indices < 0] = self.metric.worst()
+        return scores, indices.astype(np.int64, copy=False)
+
+    def _to_device(self, cpu_index: Any) -> Any:
+        if self.device == "cpu":
+            return cpu_index
+        if not self.supports_gpu:
+            raise ValueError(f"FAISS has no GPU version of {self.kind!r}; use device='cpu'")
+        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+            raise ValueError(
+                f"device {self.device!r} needs FAISS built with GPU support and a visible GPU "
+                "(pip install faiss-gpu-cu12); use device='cpu'"
+            )
+        gpu_id = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
+        self._gpu_resources = faiss.StandardGpuResources()
+        try:
+            return faiss.index_cpu_to_gpu(self._gpu_resources, gpu_id, cpu_index)
+        except RuntimeError as error:
+            reason = str(error).strip().splitlines()[-1]
+            raise ValueError(
+                f"FAISS cannot put a {self.kind} index with metric {self.metric.name!r} on "
+                f"{self.device}: {reason}; use device='cpu'"
+            ) from error
+
+    def write_state(self, path: Path) -> None:
+        cpu_index = self._index if self.device == "cpu" else faiss.index_gpu_to_cpu(self._index)
+        faiss.write_index(cpu_index, str(path))
+
+    def read_state(self, path: Path) -> None:
+        cpu_index = faiss.read_index(str(path))
+        if cpu_index.d != self.dim or cpu_index.metric_type != _FAISS_METRICS[self.metric.name]:
+            raise ValueError(
+                f"{path} holds a FAISS index of dimension {cpu_index.d} and metric type "
+                f"{cpu_index.metric_type}, expected dimension {self.dim} and metric "
+                f"{self.metric.name!r}"
+            )
+        self._index = self._to_device(cpu_index)
+
+
+@INDEXES.register("flat")
+class FlatIndex(FaissIndex):
+    """Exact brute-force search (FAISS ``IndexFlat``); needs no training."""
+
+    kind = "flat"
+
+    def factory_string(self) -> str:
+        return "Flat"
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+
+
+@INDEXES.register("ivf_flat")
+class IVFFlatIndex(FaissIndex):
+    """Inverted file over ``nlist`` k-means cells, full vectors stored (Jégou et al., 2011).
+
+    Args:
+        dim: Embedding width ``D``.
+        metric: "cosine", "ip", "l2" or "l1".
+        device: "cpu" or "cuda[:N]".
+        nlist: Number of coarse cells; training needs at least ``nlist`` vectors (FAISS advises
+            about 39 per cell).
+        nprobe: Cells visited per query (recall/speed trade-off; settable between searches).
+    """
+
+    kind = "ivf_flat"
+
+    def __init__(
+        self,
+        dim: int,
+        metric: Metric | str = "cosine",
+        device: str = "cpu",
+        nlist: int = 100,
+        nprobe: int = 8,
+    ) -> None:
+        _check_positive(nlist=nlist, nprobe=nprobe)
+        self.nlist = int(nlist)
+        self.nprobe = int(nprobe)
+        super().__init__(dim, metric, device)
+
+    @property
+    def params(self) -> dict[str, int]:
+        return {"nlist": self.nlist, "nprobe": self.nprobe}
+
+    def factory_string(self) -> str:
+        return f"IVF{self.nlist},Flat"
+
+    def _search_parameters(self) -> dict[str, int]:
+        _check_positive(nprobe=self.nprobe)
+        return {"nprobe": self.nprobe}
+
+    def _min_training_rows(self) -> int:
+        return self.nlist
+
+    def _too_few_message(self, count: int) -> str:
+        suggestion = max(1, min(int(4 * math.sqrt(count)), count // 39))
+        return (
+            f"{self.kind} with nlist={self.nlist} needs at least {self._min_training_rows()} "
+            f"training vectors, got {count}; pass a smaller nlist (e.g. nlist={suggestion}) or use "
+            "the 'flat' index"
+        )
+
+
+@INDEXES.register("ivf_pq")
+class IVFPQIndex(IVFFlatIndex):
+    """Inverted file with product-quantised residuals (Jégou, Douze & Schmid, "Product
+    Quantization for Nearest Neighbor Search", TPAMI 2011).
+
+    Args:
+        dim: Embedding width ``D``; must be divisible by ``m``.
+        metric: "cosine", "ip" or "l2" (FAISS's IVF-PQ scanner has no L1).
+        device: "cpu" or "cuda[:N]".
+        nlist: Number of coarse cells.
+        m: Sub-quantisers per vector (bytes per code with ``nbits=8``).
+        nbits: Bits per sub-quantiser code; training needs at least ``2**nbits`` vectors.
+        nprobe: Cells visited per query.
+    """
+
+    kind = "ivf_pq"
+    supported_metrics = ("cosine", "ip", "l2")
+
+    def __init__(
+        self,
+        dim: int,
+        metric: Metric | str = "cosine",
+        device: str = "cpu",
+        nlist: int = 100,
+        m: int = 8,
+        nbits: int = 8,
+        nprobe: int = 8,
+    ) -> None:
+        _check_positive(m=m, nbits=nbits)
+        if int(dim) % int(m) != 0:
+            raise ValueError(f"ivf_pq needs dim divisible by m, got dim={dim}, m={m}")
+        self.m = int(m)
+        self.nbits = int(nbits)
+        super().__init__(dim, metric, device, nlist=nlist, nprobe=nprobe)
+
+    @property
+    def params(self) -> dict[str, int]:
+        return {"nlist": self.nlist, "m": self.m, "nbits": self.nbits, "nprobe": self.nprobe}
+
+    def factory_string(self) -> str:
+        return f"IVF{self.nlist},PQ{self.m}x{self.nbits}"
+
+    def _configure(self, cpu_index: Any) -> None:
+        # Polysemous codes (Douze et al., 2016) cost seconds of training and are only used when
+        # a Hamming threshold filters candidates, which this index never sets.
+        faiss.downcast_index(cpu_index).do_polysemous_training = False
+
+    def _min_training_rows(self) -> int:
+        return max(self.nlist, 2**self.nbits)
+
+    def _too_few_message(self, count: int) -> str:
+        if count < 2**self.nbits:
+            return (
+                f"ivf_pq with nbits={self.nbits} needs at least {2**self.nbits} training vectors, "
+                f"got {count}; pass a smaller nbits (e.g. nbits={max(1, int(math.log2(count)))}) "
+                "or use 'ivf_flat'"
+            )
+        return super()._too_few_message(count)
+
+
+@INDEXES.register("hnsw")
+class HNSWIndex(FaissIndex):
+    """Hierarchical navigable small-world graph (Malkov & Yashunin, TPAMI 2018); CPU only.
+
+    Args:
+        dim: Embedding width ``D``.
+        metric: "cosine", "ip", "l2" or "l1".
+        device: "cpu" (FAISS has no GPU HNSW).
+        M: Graph neighbours per node.
+        ef_construction: Candidate list size while building.
+        ef_search: Candidate list size while searching (settable between searches).
+    """
+
+    kind = "hnsw"
+    supports_gpu = False
+
+    def __init__(
+        self,
+        dim: int,
+        metric: Metric | str = "cosine",
+        device: str = "cpu",
+        M: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+    ) -> None:
+        _check_positive(M=M, ef_construction=ef_construction, ef_search=ef_search)
+        self.M = int(M)
+        self.ef_construction = int(ef_construction)
+        self.ef_search = int(ef_search)
+        super().__init__(dim, metric, device)
+
+    @property
+    def params(self) -> dict[str, int]:
+        return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
+
+    def factory_string(self) -> str:
+        return f"HNSW{self.M}"
+
+    def _configure(self, cpu_index: Any) -> None:
+        faiss.downcast_index(cpu_index).hnsw.efConstruction = self.ef_construction
+
+    def _search_parameters(self) -> dict[str, int]:
+        _check_positive(ef_search=self.ef_search)
+        return {"efSearch": self.ef_search}

@@ -1,0 +1,98 @@
+"""Write rankings to CSV or JSON, with ids and paths instead of row numbers.
+
+CSV: one row per (query, neighbour) with columns ``query_id, rank, gallery_id, gallery_path,
+score`` (rank is 1-based). JSON: ``{query_id: [{"rank", "gallery_id", "gallery_path", "score"},
+...]}``. Padding (index -1, where fewer than k neighbours exist) is skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lookalike.search.result import SearchResult
+from lookalike.utils.atomic import atomic_write_text
+
+CSV_COLUMNS = ("query_id", "rank", "gallery_id", "gallery_path", "score")
+FORMATS = (".csv", ".json")
+
+
+def ranked_rows(
+    result: SearchResult,
+    query_ids: Sequence[str],
+    gallery_ids: Sequence[str],
+    gallery_paths: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per real neighbour (keys of :data:`CSV_COLUMNS`), queries in order, best first."""
+    if len(query_ids) != len(result):
+        raise ValueError(f"{len(query_ids)} query ids for a result of {len(result)} queries")
+    if gallery_paths is not None and len(gallery_paths) != len(gallery_ids):
+        raise ValueError(f"{len(gallery_paths)} gallery paths for {len(gallery_ids)} gallery ids")
+    if result.indices.size and result.indices.max() >= len(gallery_ids):
+        raise ValueError(
+            f"result refers to gallery row {int(result.indices.max())} but only "
+            f"{len(gallery_ids)} gallery ids were given"
+        )
+    rows = []
+    for query_id, scores, indices in zip(query_ids, result.scores, result.indices):
+        rank = 0
+        for score, row in zip(scores.tolist(), indices.tolist()):
+            if row < 0:
+                continue
+            rank += 1
+            rows.append(
+                {
+                    "query_id": str(query_id),
+                    "rank": rank,
+                    "gallery_id": str(gallery_ids[row]),
+                    "gallery_path": None if gallery_paths is None else str(gallery_paths[row]),
+                    "score": float(score),
+                }
+            )
+    return rows
+
+
+def write_results(
+    result: SearchResult,
+    query_ids: Sequence[str],
+    gallery_ids: Sequence[str],
+    gallery_paths: Sequence[str] | None,
+    path: str | Path,
+) -> Path:
+    """Write ``result`` to ``path`` as CSV or JSON (chosen by suffix), atomically.
+
+    Args:
+        result: ``(Q, k)`` ranking into the gallery's rows.
+        query_ids: ``Q`` query ids.
+        gallery_ids: Gallery ids, one per gallery row.
+        gallery_paths: Gallery paths, one per row, or ``None`` (empty in CSV, null in JSON).
+        path: Output file ending in ``.csv`` or ``.json``.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"cannot write results to {path}: unknown suffix {path.suffix!r}; "
+            f"valid suffixes: {', '.join(FORMATS)}"
+        )
+    rows = ranked_rows(result, query_ids, gallery_ids, gallery_paths)
+    if suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        ranking: dict[str, list[dict[str, Any]]] = {str(q): [] for q in query_ids}
+        for row in rows:
+            ranking[row["query_id"]].append({key: row[key] for key in CSV_COLUMNS[1:]})
+        text = json.dumps(ranking, indent=2) + "\n"
+    atomic_write_text(path, text)
+    return path
