@@ -1,0 +1,56 @@
+"""Metric and classification losses behind one contract, and their weighted composition.
+
+Importing this package registers every entry of :data:`LOSSES`: "triplet", "contrastive",
+"multi_similarity", "ntxent", "supcon" (pytorch-metric-learning pair losses, with miners from
+:data:`MINERS`), "arcface", "proxy_anchor", "cross_entropy", "bce" (per-class weights), "clip"
+(paired embeddings) and "hybrid" (a weighted sum of the others)::
+
+    loss = create_loss({"name": "hybrid", "parts": [{"name": "cross_entropy"},
+                                                    {"name": "contrastive", "weight": 0.5}]},
+                       embedding_dim=512, num_classes=100)
+    loss.validate(has_labels=True, has_text=False, has_views=False)
+    parts = loss(embeddings, labels)      # {"loss": ..., "cross_entropy": ..., "contrastive": ...}
+"""
+
+from lookalike.losses.base import DISTANCES, LOSSES, RetrievalLoss, create_loss, make_distance
+from lookalike.losses.classification import (
+    ArcFaceLoss,
+    BCELoss,
+    ClassifierHead,
+    CrossEntropyLoss,
+    ProxyAnchorLoss,
+)
+from lookalike.losses.clip import CLIPLoss
+from lookalike.losses.hybrid import HybridLoss
+from lookalike.losses.metric import (
+    ContrastiveLoss,
+    MultiSimilarityLoss,
+    NTXentLoss,
+    PairMetricLoss,
+    SupConLoss,
+    TripletLoss,
+)
+from lookalike.losses.miners import MINERS, create_miner
+
+__all__ = [
+    "DISTANCES",
+    "LOSSES",
+    "MINERS",
+    "ArcFaceLoss",
+    "BCELoss",
+    "CLIPLoss",
+    "ClassifierHead",
+    "ContrastiveLoss",
+    "CrossEntropyLoss",
+    "HybridLoss",
+    "MultiSimilarityLoss",
+    "NTXentLoss",
+    "PairMetricLoss",
+    "ProxyAnchorLoss",
+    "RetrievalLoss",
+    "SupConLoss",
+    "TripletLoss",
+    "create_loss",
+    "create_miner",
+    "make_distance",
+]
