@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lookalike.search.result import SearchResult
-from lookalike.search.writers import write_results
+from lookalike.search.writers import ranked_rows, write_results
 
 
 @pytest.fixture
@@ -51,3 +51,29 @@ def test_bad_arguments(tmp_path: Path, result: SearchResult) -> None:
     with pytest.raises(ValueError, match="gallery row 2 but only 2 gallery ids"):
         write_results(result, ["qa", "qb"], ["g0", "g1"], None, tmp_path / "r.csv")
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_threshold_inserts_no_match_at_the_first_failing_rank(tmp_path: Path) -> None:
+    scores = np.array([[0.9, 0.7, 0.4], [0.3, 0.2, 0.1], [0.95, 0.9, 0.85]], dtype=np.float32)
+    indices = np.array([[0, 1, 2], [2, 1, 0], [1, 0, 2]])
+    result = SearchResult(scores, indices, higher_is_better=True)
+    rows = ranked_rows(result, ["a", "b", "c"], ["g0", "g1", "g2"], None, threshold=0.5)
+    by_query: dict[str, list[str]] = {}
+    for row in rows:
+        by_query.setdefault(row["query_id"], []).append(row["gallery_id"])
+    # Naive rule: "no match" goes before the first score below the threshold; lists keep length k.
+    assert by_query == {
+        "a": ["g0", "g1", "no_match"],
+        "b": ["no_match", "g2", "g1"],
+        "c": ["g1", "g0", "g2"],
+    }
+    assert [r["rank"] for r in rows if r["query_id"] == "b"] == [1, 2, 3]
+    assert all(r["score"] is None for r in rows if r["gallery_id"] == "no_match")
+    path = write_results(result, ["a", "b", "c"], ["g0", "g1", "g2"], None, tmp_path / "r.csv", threshold=0.5)
+    assert "b,1,no_match,," in path.read_text()
+
+
+def test_distance_threshold_keeps_lower_scores(tmp_path: Path) -> None:
+    result = SearchResult(np.array([[0.1, 0.6]], dtype=np.float32), np.array([[3, 4]]), higher_is_better=False)
+    rows = ranked_rows(result, ["q"], [f"g{i}" for i in range(5)], None, threshold=0.5)
+    assert [r["gallery_id"] for r in rows] == ["g3", "no_match"]

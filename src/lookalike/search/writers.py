@@ -2,7 +2,9 @@
 
 CSV: one row per (query, neighbour) with columns ``query_id, rank, gallery_id, gallery_path,
 score`` (rank is 1-based). JSON: ``{query_id: [{"rank", "gallery_id", "gallery_path", "score"},
-...]}``. Padding (index -1, where fewer than k neighbours exist) is skipped.
+...]}``. Padding (index -1, where fewer than k neighbours exist) is skipped. With a rejection
+threshold, a ``"no_match"`` entry (empty path and score) takes its place in each list, as Kaggle's
+``new_whale`` does, and every list keeps the result's length ``k``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lookalike.search.rejection import apply_threshold
 from lookalike.search.result import SearchResult
 from lookalike.utils.atomic import atomic_write_text
 
+NO_MATCH_ID = "no_match"
 CSV_COLUMNS = ("query_id", "rank", "gallery_id", "gallery_path", "score")
 FORMATS = (".csv", ".json")
 
@@ -26,8 +30,13 @@ def ranked_rows(
     query_ids: Sequence[str],
     gallery_ids: Sequence[str],
     gallery_paths: Sequence[str] | None = None,
+    threshold: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per real neighbour (keys of :data:`CSV_COLUMNS`), queries in order, best first."""
+    """One dict per real neighbour (keys of :data:`CSV_COLUMNS`), queries in order, best first.
+
+    With ``threshold`` (in the scores' own sense) a :data:`NO_MATCH_ID` row is inserted before the
+    first neighbour that fails it, and each query keeps at most ``k`` rows.
+    """
     if len(query_ids) != len(result):
         raise ValueError(f"{len(query_ids)} query ids for a result of {len(result)} queries")
     if gallery_paths is not None and len(gallery_paths) != len(gallery_ids):
@@ -37,20 +46,31 @@ def ranked_rows(
             f"result refers to gallery row {int(result.indices.max())} but only "
             f"{len(gallery_ids)} gallery ids were given"
         )
+    k = result.indices.shape[1] if result.indices.ndim == 2 else 0
+    no_match_at = apply_threshold(result, threshold) if threshold is not None else None
     rows = []
-    for query_id, scores, indices in zip(query_ids, result.scores, result.indices):
-        rank = 0
-        for score, row in zip(scores.tolist(), indices.tolist()):
-            if row < 0:
-                continue
-            rank += 1
+    for position, (query_id, scores, indices) in enumerate(
+        zip(query_ids, result.scores, result.indices)
+    ):
+        entries: list[tuple[str, str | None, float | None]] = [
+            (
+                str(gallery_ids[row]),
+                None if gallery_paths is None else str(gallery_paths[row]),
+                float(score),
+            )
+            for score, row in zip(scores.tolist(), indices.tolist())
+            if row >= 0
+        ]
+        if no_match_at is not None:
+            entries.insert(int(no_match_at[position]), (NO_MATCH_ID, None, None))
+        for rank, (gallery_id, gallery_path, score) in enumerate(entries[:k], start=1):
             rows.append(
                 {
                     "query_id": str(query_id),
                     "rank": rank,
-                    "gallery_id": str(gallery_ids[row]),
-                    "gallery_path": None if gallery_paths is None else str(gallery_paths[row]),
-                    "score": float(score),
+                    "gallery_id": gallery_id,
+                    "gallery_path": gallery_path,
+                    "score": score,
                 }
             )
     return rows
@@ -62,6 +82,7 @@ def write_results(
     gallery_ids: Sequence[str],
     gallery_paths: Sequence[str] | None,
     path: str | Path,
+    threshold: float | None = None,
 ) -> Path:
     """Write ``result`` to ``path`` as CSV or JSON (chosen by suffix), atomically.
 
@@ -71,6 +92,7 @@ def write_results(
         gallery_ids: Gallery ids, one per gallery row.
         gallery_paths: Gallery paths, one per row, or ``None`` (empty in CSV, null in JSON).
         path: Output file ending in ``.csv`` or ``.json``.
+        threshold: Rejection threshold; inserts "no match" entries (see :func:`ranked_rows`).
 
     Returns:
         The written path.
@@ -82,7 +104,7 @@ def write_results(
             f"cannot write results to {path}: unknown suffix {path.suffix!r}; "
             f"valid suffixes: {', '.join(FORMATS)}"
         )
-    rows = ranked_rows(result, query_ids, gallery_ids, gallery_paths)
+    rows = ranked_rows(result, query_ids, gallery_ids, gallery_paths, threshold)
     if suffix == ".csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")

@@ -1,0 +1,65 @@
+"""What every verb shares: one-line errors, the Rich console, logging, ``key=value`` parsing."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+console = Console()
+error_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Errors a user can fix: shown as one line, never as a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
+
+
+def friendly_errors(command: F) -> F:
+    """Run ``command``; a user error prints ``error: <one line>`` and exits with status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _configure_logging()
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_key_values(items: Sequence[str]) -> dict[str, Any]:
+    """``["nlist=64", "metric=l2"]`` → ``{"nlist": 64, "metric": "l2"}`` (values parsed as YAML)."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not of the form key=value")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def metrics_table(metrics: dict[str, float], title: str = "Retrieval metrics") -> Table:
+    """A two-column table of metric names and values."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        handler = RichHandler(console=error_console, show_path=False, show_time=False)
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])

@@ -1,0 +1,45 @@
+"""``lookalike evaluate``: a model (or embeddings) on a query/gallery split → metrics.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lookalike.cli.common import console, friendly_errors, metrics_table
+from lookalike.config import resolve_config
+from lookalike.pipeline.evaluate import EvaluateConfig, run_evaluation
+
+
+@friendly_errors
+def evaluate(
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="Dotted overrides: model.backbone=timm:resnet50 index.kind=hnsw k=20.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Images: a folder per class, a CSV/Parquet manifest, 'sop:ROOT'.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="given, all_vs_all, per_class or class_disjoint.")] = None,
+    query_embeddings: Annotated[Optional[str], typer.Option(help="Precomputed query embedding folder.")] = None,
+    gallery_embeddings: Annotated[Optional[str], typer.Option(help="Precomputed gallery embedding folder.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Backbone, e.g. efficientnet_lite:lite0.")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Saved model folder or training checkpoint.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run folder.")] = None,
+) -> None:
+    """Score retrieval: Recall@K, Precision@10, mAP, MAP@5, MAP@R and the weighted top-k score."""
+    options = {
+        "source": source,
+        "protocol": protocol,
+        "query_embeddings": query_embeddings,
+        "gallery_embeddings": gallery_embeddings,
+        "model.backbone": model,
+        "model.checkpoint": checkpoint,
+        "output": output,
+    }
+    dotted = [f"{key}={value}" for key, value in options.items() if value is not None]
+    resolved = resolve_config(EvaluateConfig, config, [*dotted, *(overrides or [])])
+    outcome = run_evaluation(resolved)
+    if outcome.metrics:
+        console.print(metrics_table(outcome.metrics))
+    console.print(f"results: [bold]{outcome.results_path}[/]")
+    console.print(f"run folder: [bold]{Path(outcome.output)}[/]")
+    if outcome.skipped:
+        console.print(f"[yellow]{len(outcome.skipped)} unreadable images skipped[/] (skipped.json)")

@@ -1,0 +1,24 @@
+"""The ``lookalike`` command: one module per verb, each a thin wrapper over library functions."""
+
+from __future__ import annotations
+
+import typer
+
+from lookalike.cli import demo, embed, evaluate, index, registries, search
+
+app = typer.Typer(
+    name="lookalike",
+    help="Train, evaluate and serve top-k image retrieval.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("embed")(embed.embed)
+app.command("index")(index.index)
+app.command("search")(search.search)
+app.command("evaluate")(evaluate.evaluate)
+app.command("demo")(demo.demo)
+app.command("list")(registries.list_registered)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,31 @@
+"""``lookalike list``: the names each registry knows."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from lookalike.cli.common import console, friendly_errors
+from lookalike.data.protocols import PROTOCOLS
+from lookalike.data.sources import SOURCES
+from lookalike.index import INDEXES
+from lookalike.losses import LOSSES
+from lookalike.models import BACKBONES, HEADS, POOLINGS
+
+
+@friendly_errors
+def list_registered() -> None:
+    """List the registered sources, protocols, backbones, poolings, heads, losses and indexes."""
+    table = Table(title="Registered names")
+    table.add_column("registry")
+    table.add_column("names")
+    for title, registry in [
+        ("sources", SOURCES),
+        ("protocols", PROTOCOLS),
+        ("backbones", BACKBONES),
+        ("poolings", POOLINGS),
+        ("heads", HEADS),
+        ("losses", LOSSES),
+        ("indexes", INDEXES),
+    ]:
+        table.add_row(title, ", ".join(registry.names()))
+    console.print(table)

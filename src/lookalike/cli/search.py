@@ -1,0 +1,58 @@
+"""``lookalike search``: queries (embeddings or images) against a saved index → ranked results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lookalike.cli.common import console, friendly_errors
+from lookalike.data.sources import load_source
+from lookalike.embed.extract import embed_image_set
+from lookalike.embed.store import EMBEDDINGS_FILE, EmbeddingSet
+from lookalike.pipeline.evaluate import build_embedder
+from lookalike.pipeline.indexing import search_index
+from lookalike.pipeline.specs import ModelSpec
+
+
+@friendly_errors
+def search(
+    index_folder: Annotated[Path, typer.Argument(help="Index folder written by `lookalike index`.")],
+    queries: Annotated[str, typer.Argument(help="Query embedding folder, or query images (folder, manifest) to embed.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Results file: .csv or .json.")] = Path("results.csv"),
+    k: Annotated[int, typer.Option("-k", "--k", help="Results per query.")] = 10,
+    threshold: Annotated[Optional[float], typer.Option(help="Rejection threshold (overrides the one stored with the index).")] = None,
+    no_threshold: Annotated[bool, typer.Option("--no-threshold", help="Ignore the index's stored threshold.")] = False,
+    exclude_self: Annotated[bool, typer.Option(help="Drop each query's own id from its results.")] = False,
+    model: Annotated[str, typer.Option(help="Backbone used to embed query images.")] = "efficientnet_lite:lite0",
+    pool: Annotated[str, typer.Option(help="Pooling used to embed query images.")] = "auto",
+    head: Annotated[str, typer.Option(help="Head used to embed query images.")] = "none",
+    weights: Annotated[str, typer.Option(help="pretrained, none, or a local weights file.")] = "pretrained",
+    checkpoint: Annotated[Optional[str], typer.Option(help="Saved model that embeds query images.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+) -> None:
+    """Top-k gallery results for each query; with a threshold, "no_match" takes its place."""
+    if (Path(queries) / EMBEDDINGS_FILE).is_file():
+        query_set = EmbeddingSet.load(queries)
+    else:
+        embedder = build_embedder(ModelSpec(model, pool, head, weights, checkpoint))
+        query_set = embed_image_set(
+            embedder,
+            load_source(queries),
+            output_dir=output.parent / f"{output.stem}_query_embeddings",
+            batch_size=batch_size,
+            device=device,
+        )
+    result, path = search_index(
+        index_folder,
+        query_set,
+        output,
+        k=k,
+        threshold=threshold,
+        use_threshold=not no_threshold,
+        exclude_self=exclude_self,
+        device="cpu",
+    )
+    console.print(f"top-{k} results of {len(result)} queries written to [bold]{path}[/]")

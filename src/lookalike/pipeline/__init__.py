@@ -1,0 +1,1 @@
+"""The jobs the command line runs, as library functions a user can import."""

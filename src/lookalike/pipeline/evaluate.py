@@ -1,0 +1,251 @@
+"""``evaluate``: images or embeddings in; ranked results, metrics and the resolved config out.
+
+The job a user runs to score a model on a retrieval split::
+
+    source ─ protocol ─► query / gallery images ─ embed ─► EmbeddingSets
+                                                    └─ index (gallery) ─ search (queries) ─► results.csv
+                                                    └─ exact, chunked ranking metrics ─────► metrics.json
+
+Metrics are computed by the exact, memory-bounded ranking of :mod:`lookalike.metrics` (so an
+approximate index never flatters or penalises a model), while ``results.csv`` comes from the
+configured index, as a deployment would serve it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.config import save_config
+from lookalike.data.protocols import make_split
+from lookalike.data.sources import load_source
+from lookalike.embed.extract import embed_image_set
+from lookalike.embed.store import EmbeddingSet
+from lookalike.metrics import evaluate_retrieval
+from lookalike.models import Embedder, create_embedder, load_embedder
+from lookalike.pipeline.specs import EmbedSpec, IndexSpec, ModelSpec
+from lookalike.search.topk import search_embeddings
+from lookalike.search.writers import write_results
+from lookalike.utils.atomic import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+RESULTS_FILE = "results.csv"
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+# Label given to unlabelled gallery images: no query carries it, so they are never correct.
+DISTRACTOR = "\x00distractor"
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of an ``evaluate`` run (typed defaults of its YAML config).
+
+    Either ``source`` (images, split by ``protocol`` and embedded with ``model``) or both
+    ``query_embeddings`` and ``gallery_embeddings`` (folders written by ``lookalike embed``).
+
+    Attributes:
+        source: Image source spec ("folder:PATH", "csv:FILE", "sop:ROOT", or a path).
+        protocol: Split protocol ("given", "all_vs_all", "per_class", "class_disjoint").
+        protocol_args: Extra protocol arguments (``query_fraction``, ``seed`` ...).
+        query_embeddings: Folder of precomputed query embeddings.
+        gallery_embeddings: Folder of precomputed gallery embeddings.
+        model: The embedder.
+        embed: How images are embedded.
+        index: The index that produces ``results.csv``.
+        k: Results per query written to ``results.csv``.
+        recall_ks: K values of Recall@K.
+        map_at_k: K of MAP@K (Kaggle's MAP@5).
+        topk_weights: Weights of the competition's weighted top-k score, ``{K: weight}``.
+        output: Folder for everything the run writes.
+    """
+
+    source: str | None = None
+    protocol: str = "given"
+    protocol_args: dict[str, Any] = field(default_factory=dict)
+    query_embeddings: str | None = None
+    gallery_embeddings: str | None = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    embed: EmbedSpec = field(default_factory=EmbedSpec)
+    index: IndexSpec = field(default_factory=IndexSpec)
+    k: int = 10
+    recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    map_at_k: int = 5
+    topk_weights: dict[int, float] = field(default_factory=lambda: {1: 600.0, 5: 300.0, 10: 100.0})
+    output: str = "runs/evaluate"
+
+
+@dataclass
+class EvaluateOutcome:
+    """What an ``evaluate`` run produced.
+
+    Attributes:
+        metrics: The metrics written to ``metrics.json`` (empty for unlabelled queries).
+        output: The run folder.
+        results_path: The ranked results file.
+        skipped: Images that could not be read, ``[{"id", "path", "reason"}]``.
+    """
+
+    metrics: dict[str, float]
+    output: Path
+    results_path: Path
+    skipped: list[dict[str, str]]
+
+
+def build_embedder(spec: ModelSpec) -> Embedder:
+    """The embedder ``spec`` names: a saved one when ``checkpoint`` is set, else a new one."""
+    if spec.checkpoint:
+        return load_embedder(spec.checkpoint)
+    return create_embedder(spec.backbone, pool=spec.pool, head=spec.head, weights=spec.weights)
+
+
+def embed_query_gallery(
+    config: EvaluateConfig, embedder: Embedder | None = None
+) -> tuple[EmbeddingSet, EmbeddingSet, bool]:
+    """The query and gallery embeddings of ``config``, and whether queries are in the gallery.
+
+    With precomputed folders they are loaded; otherwise the source is split by the protocol and
+    embedded (once, when the protocol queries every image against all others) into
+    ``output/embeddings/`` so an interrupted run resumes where it stopped.
+    """
+    if config.query_embeddings or config.gallery_embeddings:
+        if not (config.query_embeddings and config.gallery_embeddings):
+            raise ValueError("give both query_embeddings and gallery_embeddings, or a source")
+        query = EmbeddingSet.load(config.query_embeddings)
+        gallery = EmbeddingSet.load(config.gallery_embeddings)
+        if query.fingerprint and gallery.fingerprint and query.fingerprint != gallery.fingerprint:
+            raise ValueError(
+                f"{config.query_embeddings} and {config.gallery_embeddings} were embedded by "
+                f"different models ({query.fingerprint} vs {gallery.fingerprint}); embed both with one"
+            )
+        return query, gallery, False
+    if not config.source:
+        raise ValueError("nothing to evaluate: give a source of images or two embedding folders")
+    split = make_split(load_source(config.source), config.protocol, **config.protocol_args)
+    embedder = embedder or build_embedder(config.model)
+    folder = Path(config.output) / "embeddings"
+    spec = config.embed
+
+    def embed(images: Any, name: str) -> EmbeddingSet:
+        logger.info("embedding %d %s images", len(images), name)
+        return embed_image_set(
+            embedder,
+            images,
+            output_dir=folder / name,
+            batch_size=spec.batch_size,
+            num_workers=spec.num_workers,
+            device=spec.device,
+            tta=tuple(spec.tta),
+            shard_size=spec.shard_size,
+        )
+
+    if split.exclude_self:
+        gallery = embed(split.gallery, "all")
+        row_of = {image_id: row for row, image_id in enumerate(gallery.ids)}
+        wanted = [row_of[record.id] for record in split.query if record.id in row_of]
+        return gallery.select(np.asarray(wanted, dtype=np.int64)), gallery, True
+    return embed(split.query, "query"), embed(split.gallery, "gallery"), False
+
+
+def own_rows(query: EmbeddingSet, gallery: EmbeddingSet) -> np.ndarray:
+    """``(Q,)`` gallery row holding each query's own image (-1 where it has none)."""
+    row_of = {image_id: row for row, image_id in enumerate(gallery.ids)}
+    return np.array([row_of.get(image_id, -1) for image_id in query.ids], dtype=np.int64)
+
+
+def run_evaluation(config: EvaluateConfig, embedder: Embedder | None = None) -> EvaluateOutcome:
+    """Embed (or load), search, score and write a run folder; see the module docstring."""
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    save_config(config, output / CONFIG_FILE)
+    query, gallery, queries_in_gallery = embed_query_gallery(config, embedder)
+    skipped = _merge_skipped(query, gallery)
+    query_folder, gallery_folder = _embedding_folders(config, query, gallery, queries_in_gallery)
+
+    result = search_embeddings(
+        query,
+        gallery,
+        k=config.k,
+        index_kind=config.index.kind,
+        metric=config.index.metric,
+        exclude_self=queries_in_gallery,
+        device=config.index.device,
+        **config.index.params,
+    )
+    results_path = write_results(result, query.ids, gallery.ids, gallery.paths, output / RESULTS_FILE)
+    metrics = score(config, query, gallery, queries_in_gallery)
+    if metrics:
+        atomic_write_json(output / METRICS_FILE, metrics)
+    if skipped:
+        atomic_write_json(output / "skipped.json", skipped)
+    atomic_write_json(
+        output / RUN_FILE,
+        {
+            "kind": "evaluate",
+            "query_embeddings": query_folder,
+            "gallery_embeddings": gallery_folder,
+            "exclude_self": queries_in_gallery,
+            "metric": config.index.metric,
+            "threshold": None,
+            "k": config.k,
+        },
+    )
+    return EvaluateOutcome(metrics, output, results_path, skipped)
+
+
+def score(
+    config: EvaluateConfig, query: EmbeddingSet, gallery: EmbeddingSet, queries_in_gallery: bool
+) -> dict[str, float]:
+    """The ranking metrics of the labelled queries against the whole gallery.
+
+    Unlabelled gallery images are distractors (never a correct answer); unlabelled queries have
+    no ground truth and are left out. Returns ``{}`` when no query is labelled.
+    """
+    labelled = np.array([label is not None for label in query.labels], dtype=bool)
+    if not labelled.any() or all(label is None for label in gallery.labels):
+        logger.info("queries or gallery are unlabelled: results only, no metrics")
+        return {}
+    if not labelled.all():
+        logger.info("%d unlabelled queries left out of the metrics", int((~labelled).sum()))
+        query = query.select(np.flatnonzero(labelled))
+    gallery_labels = [DISTRACTOR if label is None else label for label in gallery.labels]
+    return evaluate_retrieval(
+        query.embeddings,
+        query.labels,
+        gallery.embeddings,
+        gallery_labels,
+        metric=config.index.metric,
+        ks=tuple(config.recall_ks),
+        map_at_k=config.map_at_k,
+        weights={int(k): float(w) for k, w in config.topk_weights.items()},
+        self_index=own_rows(query, gallery) if queries_in_gallery else None,
+    )
+
+
+def _embedding_folders(
+    config: EvaluateConfig, query: EmbeddingSet, gallery: EmbeddingSet, queries_in_gallery: bool
+) -> tuple[str, str]:
+    """Folders of the query and gallery embeddings (relative to the run folder when inside it)."""
+    if config.query_embeddings and config.gallery_embeddings:
+        return str(Path(config.query_embeddings).resolve()), str(
+            Path(config.gallery_embeddings).resolve()
+        )
+    if not queries_in_gallery:
+        return "embeddings/query", "embeddings/gallery"
+    if len(query) == len(gallery):
+        return "embeddings/all", "embeddings/all"
+    query.save(Path(config.output) / "embeddings" / "query")
+    return "embeddings/query", "embeddings/all"
+
+
+def _merge_skipped(*sets: EmbeddingSet) -> list[dict[str, str]]:
+    seen: dict[str, dict[str, str]] = {}
+    for embedding_set in sets:
+        for entry in embedding_set.info.get("skipped", []):
+            seen.setdefault(str(entry.get("path")), entry)
+    return list(seen.values())

@@ -1,0 +1,93 @@
+"""The command line: verbs chain embed → index → search, and user errors are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from lookalike.cli.main import app
+from lookalike.embed.store import EmbeddingSet
+from lookalike.models import create_embedder, save_embedder
+
+runner = CliRunner()
+TINY = ["--model", "timm:resnet18", "--weights", "none", "--pool", "gap", "--workers", "0", "--device", "cpu"]
+
+
+def _invoke(*args: str) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_every_verb_has_help() -> None:
+    for verb in ("embed", "index", "search", "evaluate", "demo", "list"):
+        assert "Usage" in _invoke(verb, "--help")
+
+
+def test_embed_index_search_chain_matches_exact_ranking(image_folder: Path, tmp_path: Path) -> None:
+    _invoke("embed", image_folder, "-o", tmp_path / "emb", *TINY, "--batch-size", "5")
+    _invoke("index", tmp_path / "emb", "-o", tmp_path / "index", "--kind", "hnsw", "-p", "M=8", "-p", "ef_search=64")
+    _invoke("search", tmp_path / "index", tmp_path / "emb", "-o", tmp_path / "r.json", "-k", "3", "--exclude-self")
+    embeddings = EmbeddingSet.load(tmp_path / "emb")
+    similarity = embeddings.embeddings @ embeddings.embeddings.T
+    np.fill_diagonal(similarity, -np.inf)
+    # Random-weight features of near-identical images are near-ties: compare the scores found.
+    expected = -np.sort(-similarity, axis=1)[:, :3]
+    ranking = json.loads((tmp_path / "r.json").read_text())
+    row_of = {image_id: row for row, image_id in enumerate(embeddings.ids)}
+    for row, query_id in enumerate(embeddings.ids):
+        found = [similarity[row, row_of[entry["gallery_id"]]] for entry in ranking[query_id]]
+        np.testing.assert_allclose(found, expected[row], atol=1e-5)
+        np.testing.assert_allclose([entry["score"] for entry in ranking[query_id]], expected[row], atol=1e-5)
+
+
+def test_search_embeds_query_images_with_the_index_model(image_folder: Path, tmp_path: Path) -> None:
+    save_embedder(create_embedder("timm:resnet18", pool="gap", weights=None), tmp_path / "model")
+    model = ["--checkpoint", tmp_path / "model", "--device", "cpu"]
+    _invoke("embed", image_folder, "-o", tmp_path / "emb", *model, "--workers", "0")
+    _invoke("index", tmp_path / "emb", "-o", tmp_path / "index")
+    _invoke("search", tmp_path / "index", image_folder, "-o", tmp_path / "r.csv", "-k", "1", *model)
+    top1 = pd.read_csv(tmp_path / "r.csv")
+    assert (top1["query_id"] == top1["gallery_id"]).all()  # every image finds itself first
+
+
+def test_search_refuses_queries_of_another_model(image_folder: Path, tmp_path: Path) -> None:
+    _invoke("embed", image_folder, "-o", tmp_path / "emb", *TINY)
+    _invoke("index", tmp_path / "emb", "-o", tmp_path / "index")
+    other = ["--model", "timm:resnet18", "--weights", "none", "--pool", "max", "--device", "cpu"]
+    result = runner.invoke(app, ["search", str(tmp_path / "index"), str(image_folder), "-o", str(tmp_path / "r.csv"), *other])
+    assert result.exit_code == 2
+    assert "fingerprint" in result.output and "Traceback" not in result.output
+
+
+def test_evaluate_writes_metrics_json(image_folder: Path, tmp_path: Path) -> None:
+    output = _invoke(
+        "evaluate", "--source", image_folder, "--protocol", "all_vs_all", "-o", tmp_path / "run",
+        "model.backbone=timm:resnet18", "model.weights=none", "embed.num_workers=0", "embed.device=cpu",
+    )
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_queries"] == 12
+    assert f"{metrics['recall@1']:.4f}" in output
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["evaluate", "--source", "/no/such/folder"], "/no/such/folder"),
+        (["evaluate", "not-an-override"], "not-an-override"),
+        (["evaluate", "model.nope=1"], "model.nope"),
+        (["index", "/no/such/embeddings", "-o", "/tmp/x"], "/no/such/embeddings"),
+        (["search", "/no/such/index", "/no/such/q"], "/no/such"),
+        (["embed", "/no/such/images", "-o", "/tmp/x"], "/no/such/images"),
+    ],
+)
+def test_user_errors_are_one_line(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.output

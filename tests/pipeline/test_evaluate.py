@@ -1,0 +1,104 @@
+"""evaluate: metrics from the run folder agree with a naive loop over the saved embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lookalike.embed.store import EmbeddingSet
+from lookalike.pipeline.evaluate import EvaluateConfig, run_evaluation
+from lookalike.pipeline.specs import EmbedSpec, ModelSpec
+
+TINY_MODEL = ModelSpec(backbone="timm:resnet18", pool="gap", weights="none")
+
+
+def _config(tmp_path: Path, **overrides: object) -> EvaluateConfig:
+    config = EvaluateConfig(
+        model=TINY_MODEL,
+        embed=EmbedSpec(batch_size=8, num_workers=0, device="cpu"),
+        output=str(tmp_path / "run"),
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def _naive_recall_at_1(query: EmbeddingSet, gallery: EmbeddingSet, exclude_self: bool) -> float:
+    hits = []
+    for row, vector in enumerate(query.embeddings):
+        best, best_score = None, -np.inf
+        for column, other in enumerate(gallery.embeddings):
+            if exclude_self and gallery.ids[column] == query.ids[row]:
+                continue
+            score = float(np.dot(vector, other))
+            if score > best_score:
+                best, best_score = column, score
+        hits.append(gallery.labels[best] == query.labels[row])
+    return float(np.mean(hits))
+
+
+def test_per_class_split_metrics_match_a_naive_loop(image_folder: Path, tmp_path: Path) -> None:
+    config = _config(
+        tmp_path, source=str(image_folder), protocol="per_class", protocol_args={"query_fraction": 0.5}
+    )
+    outcome = run_evaluation(config)
+    run = outcome.output
+    query = EmbeddingSet.load(run / "embeddings" / "query")
+    gallery = EmbeddingSet.load(run / "embeddings" / "gallery")
+    assert len(query) == 6 and len(gallery) == 6
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) >= {"recall@1", "recall@5", "recall@10", "precision@10", "map", "map@5", "map@r", "weighted_topk"}
+    assert metrics["recall@1"] == pytest.approx(_naive_recall_at_1(query, gallery, False))
+    results = pd.read_csv(run / "results.csv")
+    assert results.groupby("query_id").size().max() == 6  # k=10 but only 6 gallery images
+    assert (run / "config.yaml").is_file()
+    info = json.loads((run / "run.json").read_text())
+    assert info["query_embeddings"] == "embeddings/query" and info["exclude_self"] is False
+
+
+def test_all_vs_all_excludes_self_and_keeps_distractors_wrong(image_folder: Path, tmp_path: Path) -> None:
+    # An unlabelled image joins the gallery as a distractor: searched, never correct.
+    (image_folder.parent / "extra").mkdir()
+    manifest = tmp_path / "manifest.csv"
+    rows = [f"{p},{p.parent.name}" for p in sorted(image_folder.rglob("*.png"))]
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(image_folder.parent / "extra" / "red.png")
+    rows.append(f"{image_folder.parent / 'extra' / 'red.png'},")
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    outcome = run_evaluation(_config(tmp_path, source=str(manifest), protocol="all_vs_all"))
+    run = outcome.output
+    gallery = EmbeddingSet.load(run / "embeddings" / "all")
+    query = EmbeddingSet.load(run / "embeddings" / "query")
+    assert len(gallery) == 13 and len(query) == 12
+    assert outcome.metrics["n_queries"] == 12
+    assert outcome.metrics["recall@1"] == pytest.approx(_naive_recall_at_1(query, gallery, True))
+    results = pd.read_csv(run / "results.csv")
+    assert not (results["query_id"] == results["gallery_id"]).any()
+
+
+def test_precomputed_embeddings_from_different_models_are_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name, fingerprint in (("q", "aaaa"), ("g", "bbbb")):
+        EmbeddingSet(rng.normal(size=(3, 4)), ["1", "2", "3"], ["a", "b", "c"], ["x", "y", "x"], {"fingerprint": fingerprint}).save(tmp_path / name)
+    config = _config(tmp_path, query_embeddings=str(tmp_path / "q"), gallery_embeddings=str(tmp_path / "g"))
+    with pytest.raises(ValueError, match="different models"):
+        run_evaluation(config)
+
+
+def test_unlabelled_queries_give_results_without_metrics(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(5, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    EmbeddingSet(vectors[:2], ["q1", "q2"], ["q1.png", "q2.png"], [None, None]).save(tmp_path / "q")
+    EmbeddingSet(vectors[2:], ["g1", "g2", "g3"], ["g1.png", "g2.png", "g3.png"], [None] * 3).save(tmp_path / "g")
+    outcome = run_evaluation(_config(tmp_path, query_embeddings=str(tmp_path / "q"), gallery_embeddings=str(tmp_path / "g"), k=2))
+    assert outcome.metrics == {}
+    assert not (outcome.output / "metrics.json").exists()
+    results = pd.read_csv(outcome.results_path)
+    expected = np.argsort(-(vectors[:2] @ vectors[2:].T), axis=1)[:, :2]
+    got = results.sort_values(["query_id", "rank"])["gallery_id"].to_numpy().reshape(2, 2)
+    assert (got == np.array([["g1", "g2", "g3"][i] for i in expected.ravel()]).reshape(2, 2)).all()
