@@ -236,3 +236,11 @@ def test_load_source_errors(tmp_path: Path) -> None:
     odd = _touch(tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="cannot tell the source"):
         load_source(odd)
+
+
+def test_folder_source_marks_distractor_classes_and_excludes_others(image_folder: Path) -> None:
+    images = folder_source(image_folder, distractor_classes=["fox"], exclude_classes=["dog"])
+    labels = [record.label for record in images]
+    assert labels.count("cat") == 4 and labels.count(None) == 4 and "dog" not in labels
+    with pytest.raises(ValueError, match="wolf"):
+        folder_source(image_folder, distractor_classes=["wolf"])

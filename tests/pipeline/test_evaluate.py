@@ -102,3 +102,13 @@ def test_unlabelled_queries_give_results_without_metrics(tmp_path: Path) -> None
     expected = np.argsort(-(vectors[:2] @ vectors[2:].T), axis=1)[:, :2]
     got = results.sort_values(["query_id", "rank"])["gallery_id"].to_numpy().reshape(2, 2)
     assert (got == np.array([["g1", "g2", "g3"][i] for i in expected.ravel()]).reshape(2, 2)).all()
+
+
+def test_one_embedding_folder_on_both_sides_excludes_self(tmp_path: Path) -> None:
+    vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    EmbeddingSet(vectors, list("abcd"), list("abcd"), ["x", "y", "y", "x"]).save(tmp_path / "all")
+    folder = str(tmp_path / "all")
+    outcome = run_evaluation(_config(tmp_path, query_embeddings=folder, gallery_embeddings=folder))
+    # Without self-exclusion every query would find itself: recall@1 would be 1.
+    assert outcome.metrics["recall@1"] == 0.0

@@ -82,13 +82,19 @@ def list_images_in(folder: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -
 
 @SOURCES.register("folder")
 def folder_source(
-    root: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS
+    root: str | os.PathLike[str],
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    distractor_classes: Iterable[str] = (),
+    exclude_classes: Iterable[str] = (),
 ) -> ImageSet:
     """Images in a folder per class: ``root/<label>/**/<image>``.
 
     Args:
         root: Folder whose sub-folders are the classes; images may sit at any depth inside them.
         extensions: Image suffixes to keep (case-insensitive, with or without the dot).
+        distractor_classes: Class folders whose images are unlabelled distractors (e.g.
+            Caltech-101's ``BACKGROUND_Google``): they join galleries but are nobody's match.
+        exclude_classes: Class folders left out entirely.
 
     Returns:
         An unsplit :class:`ImageSet` sorted by id, where id is the image path relative to ``root``
@@ -102,6 +108,14 @@ def folder_source(
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    distractors, excluded = set(distractor_classes), set(exclude_classes)
+    unknown = sorted((distractors | excluded) - {p.name for p in class_dirs})
+    if unknown:
+        raise ValueError(
+            f"class folder(s) {', '.join(unknown)} not found in {root}; "
+            "distractor_classes and exclude_classes name sub-folders of the root"
+        )
+    class_dirs = [p for p in class_dirs if p.name not in excluded]
     if not class_dirs:
         raise ValueError(
             f"image folder {root} has no class sub-folders; expected root/<class>/<image>"
@@ -110,7 +124,11 @@ def folder_source(
     if stray:
         logger.warning("ignoring %d images directly in %s (no class folder)", len(stray), root)
     records = [
-        ImageRecord(id=path.relative_to(root).as_posix(), path=path, label=class_dir.name)
+        ImageRecord(
+            id=path.relative_to(root).as_posix(),
+            path=path,
+            label=None if class_dir.name in distractors else class_dir.name,
+        )
         for class_dir in class_dirs
         for path in list_images(class_dir, extensions)
     ]

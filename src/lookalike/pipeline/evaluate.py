@@ -50,7 +50,8 @@ class EvaluateConfig:
     ``query_embeddings`` and ``gallery_embeddings`` (folders written by ``lookalike embed``).
 
     Attributes:
-        source: Image source spec ("folder:PATH", "csv:FILE", "sop:ROOT", or a path).
+        source: Image source spec ("folder:PATH", "csv:FILE", "sop:ROOT", a path, or a mapping
+            ``{"type": "folder", "root": PATH, "distractor_classes": [...]}``).
         protocol: Split protocol ("given", "all_vs_all", "per_class", "class_disjoint").
         protocol_args: Extra protocol arguments (``query_fraction``, ``seed`` ...).
         query_embeddings: Folder of precomputed query embeddings.
@@ -65,7 +66,7 @@ class EvaluateConfig:
         output: Folder for everything the run writes.
     """
 
-    source: str | None = None
+    source: Any = None
     protocol: str = "given"
     protocol_args: dict[str, Any] = field(default_factory=dict)
     query_embeddings: str | None = None
@@ -109,7 +110,8 @@ def embed_query_gallery(
 ) -> tuple[EmbeddingSet, EmbeddingSet, bool]:
     """The query and gallery embeddings of ``config``, and whether queries are in the gallery.
 
-    With precomputed folders they are loaded; otherwise the source is split by the protocol and
+    With precomputed folders they are loaded (queries whose ids are all in the gallery are
+    excluded from their own ranking); otherwise the source is split by the protocol and
     embedded (once, when the protocol queries every image against all others) into
     ``output/embeddings/`` so an interrupted run resumes where it stopped.
     """
@@ -123,7 +125,8 @@ def embed_query_gallery(
                 f"{config.query_embeddings} and {config.gallery_embeddings} were embedded by "
                 f"different models ({query.fingerprint} vs {gallery.fingerprint}); embed both with one"
             )
-        return query, gallery, False
+        # The same images on both sides (e.g. one folder given twice): each is not its own match.
+        return query, gallery, set(query.ids) <= set(gallery.ids)
     if not config.source:
         raise ValueError("nothing to evaluate: give a source of images or two embedding folders")
     split = make_split(load_source(config.source), config.protocol, **config.protocol_args)
