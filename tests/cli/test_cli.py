@@ -91,3 +91,43 @@ def test_user_errors_are_one_line(args: list[str], needle: str) -> None:
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.output
+
+
+def _clusters(tmp_path: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 16))
+    gallery = np.concatenate([c + 0.4 * rng.normal(size=(4, 16)) for c in centres])
+    queries = np.concatenate([c + 0.4 * rng.normal(size=(2, 16)) for c in centres])
+    g_ids, q_ids = [f"g{i}" for i in range(40)], [f"q{i}" for i in range(20)]
+    EmbeddingSet(gallery, g_ids, g_ids, [str(i // 4) for i in range(40)]).save(tmp_path / "g")
+    EmbeddingSet(queries, q_ids, q_ids, [str(i // 2) for i in range(20)]).save(tmp_path / "q")
+    return tmp_path / "q", tmp_path / "g"
+
+
+def test_tune_threshold_stores_it_in_the_index_for_search(tmp_path: Path) -> None:
+    query, gallery = _clusters(tmp_path)
+    _invoke("index", gallery, "-o", tmp_path / "index")
+    _invoke("tune-threshold", "--query-embeddings", query, "--gallery-embeddings", gallery,
+            "-o", tmp_path / "tuned", "--index", tmp_path / "index", "--holdout-fraction", "0.3")
+    tuned = json.loads((tmp_path / "tuned" / "threshold.json").read_text())
+    stored = json.loads((tmp_path / "index" / "index.json").read_text())["extra"]["threshold"]
+    assert stored == pytest.approx(tuned["threshold"]) and len(tuned["held_out_classes"]) == 3
+    _invoke("search", tmp_path / "index", query, "-o", tmp_path / "r.csv", "-k", "3")
+    table = pd.read_csv(tmp_path / "r.csv", keep_default_na=False)
+    scores = table["score"].replace("", np.nan).astype(float)
+    # No accepted neighbour scores below the threshold; every list that rejects holds a no_match.
+    ranked_before = table.groupby("query_id").apply(
+        lambda g: (g["gallery_id"] == "no_match").cumsum().eq(0), include_groups=False
+    ).to_numpy()
+    assert (scores[ranked_before] >= tuned["threshold"] - 1e-6).all()
+
+
+def test_evaluate_reports_post_processing_side_by_side(tmp_path: Path) -> None:
+    query, gallery = _clusters(tmp_path)
+    output = _invoke("evaluate", "--query-embeddings", query, "--gallery-embeddings", gallery,
+                     "-o", tmp_path / "run", "postprocess.qe=true", "postprocess.depth=20")
+    variants = pd.read_csv(tmp_path / "run" / "variants.csv")
+    assert variants["variant"].tolist() == ["baseline", "qe"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert variants.loc[0, "recall@1"] == pytest.approx(metrics["recall@1"])
+    assert "Post-processing" in output

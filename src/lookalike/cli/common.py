@@ -58,6 +58,18 @@ def metrics_table(metrics: dict[str, float], title: str = "Retrieval metrics") -
     return table
 
 
+def variants_table(variants: dict[str, dict[str, float]]) -> Table:
+    """One row per post-processing variant, one column per metric."""
+    columns = list(dict.fromkeys(key for row in variants.values() for key in row))
+    table = Table(title="Post-processing (each on its own top-depth ranking)")
+    table.add_column("variant")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, row in variants.items():
+        table.add_row(name, *(f"{row[c]:.4f}" if c in row else "-" for c in columns))
+    return table
+
+
 def _configure_logging() -> None:
     root = logging.getLogger()
     if not any(isinstance(h, RichHandler) for h in root.handlers):

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors, metrics_table
+from lookalike.cli.common import console, friendly_errors, metrics_table, variants_table
 from lookalike.config import resolve_config
 from lookalike.pipeline.evaluate import EvaluateConfig, run_evaluation
 
@@ -22,9 +22,14 @@ def evaluate(
     gallery_embeddings: Annotated[Optional[str], typer.Option(help="Precomputed gallery embedding folder.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Backbone, e.g. efficientnet_lite:lite0.")] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Saved model folder or training checkpoint.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Rejection threshold: 'no match' in results, open-set metrics.")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run folder.")] = None,
 ) -> None:
-    """Score retrieval: Recall@K, Precision@10, mAP, MAP@5, MAP@R and the weighted top-k score."""
+    """Score retrieval: Recall@K, Precision@10, mAP, MAP@5, MAP@R and the weighted top-k score.
+
+    Post-processing is switched on with overrides and reported beside the baseline, e.g.
+    postprocess.whitening=true postprocess.qe=true postprocess.k_reciprocal=true.
+    """
     options = {
         "source": source,
         "protocol": protocol,
@@ -32,6 +37,7 @@ def evaluate(
         "gallery_embeddings": gallery_embeddings,
         "model.backbone": model,
         "model.checkpoint": checkpoint,
+        "rejection.threshold": threshold,
         "output": output,
     }
     dotted = [f"{key}={value}" for key, value in options.items() if value is not None]
@@ -39,6 +45,8 @@ def evaluate(
     outcome = run_evaluation(resolved)
     if outcome.metrics:
         console.print(metrics_table(outcome.metrics))
+    if outcome.variants:
+        console.print(variants_table(outcome.variants))
     console.print(f"results: [bold]{outcome.results_path}[/]")
     console.print(f"run folder: [bold]{Path(outcome.output)}[/]")
     if outcome.skipped:

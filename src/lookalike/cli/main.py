@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lookalike.cli import demo, embed, evaluate, index, registries, search
+from lookalike.cli import demo, embed, evaluate, index, registries, search, tune_threshold
 
 app = typer.Typer(
     name="lookalike",
@@ -17,6 +17,7 @@ app.command("embed")(embed.embed)
 app.command("index")(index.index)
 app.command("search")(search.search)
 app.command("evaluate")(evaluate.evaluate)
+app.command("tune-threshold")(tune_threshold.tune_threshold)
 app.command("demo")(demo.demo)
 app.command("list")(registries.list_registered)
 

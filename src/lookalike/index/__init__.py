@@ -7,7 +7,7 @@ Importing this package registers every entry of :data:`INDEXES` ("exact_torch", 
 from lookalike.index.base import INDEXES, Index, create_index
 from lookalike.index.exact import ExactTorchIndex, exact_search
 from lookalike.index.faiss_index import FaissIndex, FlatIndex, HNSWIndex, IVFFlatIndex, IVFPQIndex
-from lookalike.index.io import IndexMetadata, load_index, save_index
+from lookalike.index.io import IndexMetadata, load_index, save_index, set_index_threshold
 from lookalike.index.metrics import METRICS, Metric, get_metric
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "get_metric",
     "load_index",
     "save_index",
+    "set_index_threshold",
 ]

@@ -192,3 +192,22 @@ def load_index(
         extra=dict(stored.get("extra") or {}),
     )
     return index, metadata
+
+
+def set_index_threshold(folder: str | Path, threshold: float | None) -> Path:
+    """Store (or clear, with None) the rejection threshold in an index folder's metadata.
+
+    ``search`` and ``evaluate`` then apply it by default. The metadata file is rewritten
+    atomically; the index itself is untouched.
+    """
+    folder = Path(folder)
+    metadata_path = folder / METADATA_FILE
+    if not metadata_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a complete index folder (missing {METADATA_FILE}); "
+            "run `lookalike index` to create it"
+        )
+    metadata = json.loads(metadata_path.read_text())
+    metadata.setdefault("extra", {})["threshold"] = None if threshold is None else float(threshold)
+    atomic_write_json(metadata_path, metadata)
+    return folder

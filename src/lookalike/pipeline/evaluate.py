@@ -13,6 +13,7 @@ configured index, as a deployment would serve it.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,15 @@ from lookalike.data.protocols import make_split
 from lookalike.data.sources import load_source
 from lookalike.embed.extract import embed_image_set
 from lookalike.embed.store import EmbeddingSet
+from lookalike.index.io import METADATA_FILE
 from lookalike.metrics import evaluate_retrieval
 from lookalike.models import Embedder, create_embedder, load_embedder
+from lookalike.pipeline.open_set import (
+    RejectionSpec,
+    gallery_labels_with_distractors,
+    rejection_metrics,
+)
+from lookalike.pipeline.postprocess import PostprocessSpec, compare_variants, write_variants_csv
 from lookalike.pipeline.specs import EmbedSpec, IndexSpec, ModelSpec
 from lookalike.search.topk import search_embeddings
 from lookalike.search.writers import write_results
@@ -38,8 +46,7 @@ METRICS_FILE = "metrics.json"
 RESULTS_FILE = "results.csv"
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
-# Label given to unlabelled gallery images: no query carries it, so they are never correct.
-DISTRACTOR = "\x00distractor"
+VARIANTS_FILE = "variants.csv"
 
 
 @dataclass
@@ -59,6 +66,9 @@ class EvaluateConfig:
         model: The embedder.
         embed: How images are embedded.
         index: The index that produces ``results.csv``.
+        postprocess: Whitening / DBA / QE / k-reciprocal steps, each scored beside the baseline
+            in ``variants.csv``.
+        rejection: A "no match" threshold (fixed, or the one stored with an index folder).
         k: Results per query written to ``results.csv``.
         recall_ks: K values of Recall@K.
         map_at_k: K of MAP@K (Kaggle's MAP@5).
@@ -74,6 +84,8 @@ class EvaluateConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     embed: EmbedSpec = field(default_factory=EmbedSpec)
     index: IndexSpec = field(default_factory=IndexSpec)
+    postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
+    rejection: RejectionSpec = field(default_factory=RejectionSpec)
     k: int = 10
     recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     map_at_k: int = 5
@@ -87,6 +99,7 @@ class EvaluateOutcome:
 
     Attributes:
         metrics: The metrics written to ``metrics.json`` (empty for unlabelled queries).
+        variants: ``{variant: metrics}`` of the post-processing variants (empty when none is on).
         output: The run folder.
         results_path: The ranked results file.
         skipped: Images that could not be read, ``[{"id", "path", "reason"}]``.
@@ -96,6 +109,7 @@ class EvaluateOutcome:
     output: Path
     results_path: Path
     skipped: list[dict[str, str]]
+    variants: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def build_embedder(spec: ModelSpec) -> Embedder:
@@ -180,10 +194,33 @@ def run_evaluation(config: EvaluateConfig, embedder: Embedder | None = None) -> 
         device=config.index.device,
         **config.index.params,
     )
-    results_path = write_results(result, query.ids, gallery.ids, gallery.paths, output / RESULTS_FILE)
+    threshold = resolve_threshold(config.rejection)
+    results_path = write_results(
+        result, query.ids, gallery.ids, gallery.paths, output / RESULTS_FILE, threshold=threshold
+    )
     metrics = score(config, query, gallery, queries_in_gallery)
+    if threshold is not None and metrics:
+        metrics.update(
+            rejection_metrics(
+                result, query, gallery, threshold, config.map_at_k, _weights(config)
+            )
+        )
     if metrics:
         atomic_write_json(output / METRICS_FILE, metrics)
+    variants = {}
+    if config.postprocess.enabled and metrics:
+        labelled = query.select(np.flatnonzero([label is not None for label in query.labels]))
+        variants = compare_variants(
+            labelled,
+            gallery,
+            config.postprocess,
+            config.index.metric,
+            queries_in_gallery,
+            tuple(config.recall_ks),
+            config.map_at_k,
+            _weights(config),
+        )
+        write_variants_csv(variants, output / VARIANTS_FILE)
     if skipped:
         atomic_write_json(output / "skipped.json", skipped)
     atomic_write_json(
@@ -194,11 +231,11 @@ def run_evaluation(config: EvaluateConfig, embedder: Embedder | None = None) -> 
             "gallery_embeddings": gallery_folder,
             "exclude_self": queries_in_gallery,
             "metric": config.index.metric,
-            "threshold": None,
+            "threshold": threshold,
             "k": config.k,
         },
     )
-    return EvaluateOutcome(metrics, output, results_path, skipped)
+    return EvaluateOutcome(metrics, output, results_path, skipped, variants)
 
 
 def score(
@@ -216,7 +253,7 @@ def score(
     if not labelled.all():
         logger.info("%d unlabelled queries left out of the metrics", int((~labelled).sum()))
         query = query.select(np.flatnonzero(labelled))
-    gallery_labels = [DISTRACTOR if label is None else label for label in gallery.labels]
+    gallery_labels = gallery_labels_with_distractors(gallery)
     return evaluate_retrieval(
         query.embeddings,
         query.labels,
@@ -225,7 +262,7 @@ def score(
         metric=config.index.metric,
         ks=tuple(config.recall_ks),
         map_at_k=config.map_at_k,
-        weights={int(k): float(w) for k, w in config.topk_weights.items()},
+        weights=_weights(config),
         self_index=own_rows(query, gallery) if queries_in_gallery else None,
     )
 
@@ -244,6 +281,25 @@ def _embedding_folders(
         return "embeddings/all", "embeddings/all"
     query.save(Path(config.output) / "embeddings" / "query")
     return "embeddings/query", "embeddings/all"
+
+
+def resolve_threshold(spec: RejectionSpec) -> float | None:
+    """The rejection threshold: the one given, else the one stored with ``spec.index``."""
+    if spec.threshold is not None or not spec.index:
+        return spec.threshold
+    metadata = Path(spec.index) / METADATA_FILE
+    if not metadata.is_file():
+        raise FileNotFoundError(f"{spec.index} is not an index folder (missing {METADATA_FILE})")
+    value = json.loads(metadata.read_text()).get("extra", {}).get("threshold")
+    if value is None:
+        raise ValueError(
+            f"the index at {spec.index} stores no threshold; run `lookalike tune-threshold` first"
+        )
+    return float(value)
+
+
+def _weights(config: EvaluateConfig) -> dict[int, float]:
+    return {int(k): float(w) for k, w in config.topk_weights.items()}
 
 
 def _merge_skipped(*sets: EmbeddingSet) -> list[dict[str, str]]:

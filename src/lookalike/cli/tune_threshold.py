@@ -1,0 +1,47 @@
+"""``lookalike tune-threshold``: the "no match" threshold that maximises a metric on validation data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from lookalike.cli.common import console, friendly_errors
+from lookalike.embed.store import EmbeddingSet
+from lookalike.index import set_index_threshold
+from lookalike.pipeline.open_set import RejectionSpec, tune_rejection
+
+
+@friendly_errors
+def tune_threshold(
+    query_embeddings: Annotated[Path, typer.Option(help="Validation query embeddings (unlabelled rows are distractors).")],
+    gallery_embeddings: Annotated[Path, typer.Option(help="Validation gallery embeddings.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for threshold.json and the curve.")] = Path("threshold"),
+    objective: Annotated[str, typer.Option(help="map@K (e.g. map@5), weighted_topk or f1.")] = "map@5",
+    holdout_fraction: Annotated[float, typer.Option(help="Share of classes held out as distractors when the queries have none.")] = 0.3,
+    percentile: Annotated[float, typer.Option(help="Percentile rule shown for comparison.")] = 90.0,
+    metric: Annotated[str, typer.Option(help="cosine, ip, l2 or l1.")] = "cosine",
+    seed: Annotated[int, typer.Option(help="Seed of the held-out classes.")] = 0,
+    index: Annotated[Optional[Path], typer.Option(help="Index folder to store the threshold in (used by search and evaluate).")] = None,
+) -> None:
+    """Tune the rejection threshold on validation queries and gallery; optionally store it in an index."""
+    query = EmbeddingSet.load(query_embeddings)
+    gallery = EmbeddingSet.load(gallery_embeddings)
+    spec = RejectionSpec(objective=objective, holdout_fraction=holdout_fraction, percentile=percentile, seed=seed)
+    outcome = tune_rejection(query, gallery, spec, metric, exclude_self=set(query.ids) <= set(gallery.ids))
+    path = outcome.save(output)
+    table = Table(title=f"Rejection threshold ({objective}, {metric})")
+    for column in ("rule", "threshold", objective):
+        table.add_column(column, justify="right")
+    table.add_row("no rejection", "-", f"{outcome.baseline:.4f}")
+    table.add_row("tuned", f"{outcome.threshold:.4f}", f"{outcome.value:.4f}")
+    table.add_row(f"{percentile:g}th percentile", f"{outcome.percentile_threshold:.4f}", f"{outcome.percentile_value:.4f}")
+    console.print(table)
+    if outcome.held_out_classes:
+        console.print(f"{len(outcome.held_out_classes)} classes held out of the gallery as distractors")
+    console.print(f"written to [bold]{path}[/]")
+    if index is not None:
+        set_index_threshold(index, outcome.threshold)
+        console.print(f"threshold stored in the index at [bold]{index}[/]")

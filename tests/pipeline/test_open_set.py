@@ -1,0 +1,88 @@
+"""Threshold tuning and open-set metrics, held to naive loops over small rankings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.embed.store import EmbeddingSet
+from lookalike.pipeline.open_set import RejectionSpec, rejection_metrics, tune_rejection
+from lookalike.search.topk import search_embeddings
+
+
+def _data(seed: int = 0) -> tuple[EmbeddingSet, EmbeddingSet]:
+    """8 known classes (gallery + queries) and 6 distractor queries from unseen clusters."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(14, 24))
+    gallery = np.concatenate([c + 0.5 * rng.normal(size=(3, 24)) for c in centres[:8]])
+    known = np.concatenate([c + 0.5 * rng.normal(size=(2, 24)) for c in centres[:8]])
+    unknown = centres[8:] + 0.5 * rng.normal(size=(6, 24))
+    queries = np.concatenate([known, unknown])
+    g_labels = [str(i // 3) for i in range(24)]
+    q_labels: list[str | None] = [str(i // 2) for i in range(16)] + [None] * 6
+    normalise = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    g_ids, q_ids = [f"g{i}" for i in range(24)], [f"q{i}" for i in range(22)]
+    return (
+        EmbeddingSet(normalise(queries), q_ids, q_ids, q_labels),
+        EmbeddingSet(normalise(gallery), g_ids, g_ids, g_labels),
+    )
+
+
+def _naive_map5_with_rejection(query: EmbeddingSet, gallery: EmbeddingSet, threshold: float) -> float:
+    scores = query.embeddings @ gallery.embeddings.T
+    total = 0.0
+    for row, label in enumerate(query.labels):
+        order = np.argsort(-scores[row])[:5]
+        answers: list[str | None] = []
+        for column in order:
+            if "new" not in answers and scores[row, column] < threshold:
+                answers.append("new")
+            answers.append(gallery.labels[column])
+        answers = answers[:5]
+        if "new" not in answers and len(answers) < 5:
+            answers.append("new")
+        truth = "new" if label is None else label
+        relevant_total = 1 if label is None else sum(g == label for g in gallery.labels)
+        hits, ap = 0, 0.0
+        for rank, answer in enumerate(answers[:5], start=1):
+            if answer == truth:
+                hits += 1
+                ap += hits / rank
+        total += ap / min(relevant_total, 5)
+    return total / len(query.labels)
+
+
+def test_rejection_metrics_match_a_naive_loop() -> None:
+    query, gallery = _data()
+    result = search_embeddings(query, gallery, k=10)
+    for threshold in (0.2, 0.5, 0.7):
+        metrics = rejection_metrics(result, query, gallery, threshold)
+        assert metrics["map@5_rejection"] == pytest.approx(_naive_map5_with_rejection(query, gallery, threshold))
+    assert metrics["n_distractor_queries"] == 6
+    assert 0.0 <= metrics["open_set_auc"] <= 1.0
+
+
+def test_tuned_threshold_is_the_best_on_a_grid_and_beats_no_rejection(tmp_path: Path) -> None:
+    query, gallery = _data(1)
+    outcome = tune_rejection(query, gallery, RejectionSpec(objective="map@5"))
+    grid = np.linspace(-1, 1, 401)
+    best_on_grid = max(_naive_map5_with_rejection(query, gallery, t) for t in grid)
+    assert outcome.value == pytest.approx(_naive_map5_with_rejection(query, gallery, outcome.threshold))
+    assert outcome.value >= best_on_grid - 1e-9
+    assert outcome.value > outcome.baseline
+    assert outcome.held_out_classes == []
+    saved = json.loads(outcome.save(tmp_path).read_text())
+    assert saved["threshold"] == pytest.approx(outcome.threshold)
+    assert (tmp_path / "threshold_curve.csv").read_text().startswith("threshold,map@5")
+
+
+def test_without_distractors_whole_classes_are_held_out() -> None:
+    query, gallery = _data(2)
+    genuine = query.select(np.arange(16))
+    outcome = tune_rejection(genuine, gallery, RejectionSpec(objective="weighted_topk", holdout_fraction=0.25))
+    assert len(outcome.held_out_classes) == 2
+    with pytest.raises(ValueError, match="genuine and distractor"):
+        tune_rejection(genuine, gallery, RejectionSpec(holdout_fraction=0.0))
