@@ -69,6 +69,7 @@ def test_evaluate_writes_metrics_json(image_folder: Path, tmp_path: Path) -> Non
     output = _invoke(
         "evaluate", "--source", image_folder, "--protocol", "all_vs_all", "-o", tmp_path / "run",
         "model.backbone=timm:resnet18", "model.weights=none", "embed.num_workers=0", "embed.device=cpu",
+        "report=false",
     )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_queries"] == 12
@@ -125,9 +126,26 @@ def test_tune_threshold_stores_it_in_the_index_for_search(tmp_path: Path) -> Non
 def test_evaluate_reports_post_processing_side_by_side(tmp_path: Path) -> None:
     query, gallery = _clusters(tmp_path)
     output = _invoke("evaluate", "--query-embeddings", query, "--gallery-embeddings", gallery,
-                     "-o", tmp_path / "run", "postprocess.qe=true", "postprocess.depth=20")
+                     "-o", tmp_path / "run", "postprocess.qe=true", "postprocess.depth=20", "report=false")
     variants = pd.read_csv(tmp_path / "run" / "variants.csv")
     assert variants["variant"].tolist() == ["baseline", "qe"]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert variants.loc[0, "recall@1"] == pytest.approx(metrics["recall@1"])
     assert "Post-processing" in output
+
+
+def test_report_submission_and_submit_verbs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    query, gallery = _clusters(tmp_path)
+    monkeypatch.setitem(__import__("sys").modules, "umap", None)  # PCA map: no numba compile
+    _invoke("evaluate", "--query-embeddings", query, "--gallery-embeddings", gallery, "-o", tmp_path / "run")
+    page = (tmp_path / "run" / "report.html").read_text()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert f"{metrics['recall@1']:.4f}" in page
+    _invoke("index", gallery, "-o", tmp_path / "index")
+    _invoke("submission", tmp_path / "index", query, "-o", tmp_path / "sub.csv", "-k", "3", "--threshold", "0.5")
+    table = pd.read_csv(tmp_path / "sub.csv")
+    assert table.columns.tolist() == ["Id", "Predicted"] and len(table) == 20
+    assert all(len(set(row.split())) == len(row.split()) <= 3 for row in table["Predicted"])
+    monkeypatch.delenv("LOOKALIKE_SUBMIT_TOKEN", raising=False)
+    result = runner.invoke(app, ["submit", str(tmp_path / "sub.csv"), "--url", "http://127.0.0.1:9/"])
+    assert result.exit_code == 2 and "LOOKALIKE_SUBMIT_TOKEN" in result.output

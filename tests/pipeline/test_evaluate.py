@@ -22,6 +22,7 @@ def _config(tmp_path: Path, **overrides: object) -> EvaluateConfig:
         model=TINY_MODEL,
         embed=EmbedSpec(batch_size=8, num_workers=0, device="cpu"),
         output=str(tmp_path / "run"),
+        report=False,
     )
     for key, value in overrides.items():
         setattr(config, key, value)

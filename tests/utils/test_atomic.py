@@ -25,3 +25,14 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
             raise RuntimeError("killed mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644

@@ -37,5 +37,6 @@ def demo(
     console.print(f"images:    [bold]{outcome.images}[/]")
     console.print(f"results:   [bold]{run.results_path}[/]")
     console.print(f"metrics:   [bold]{run.output / 'metrics.json'}[/]")
+    console.print(f"report:    [bold]{run.output / 'report.html'}[/]")
     console.print(f"index:     [bold]{outcome.index}[/]  (try: lookalike search {outcome.index} "
                   f"{run.output / 'embeddings' / 'query'} -k 5)")

@@ -49,5 +49,7 @@ def evaluate(
         console.print(variants_table(outcome.variants))
     console.print(f"results: [bold]{outcome.results_path}[/]")
     console.print(f"run folder: [bold]{Path(outcome.output)}[/]")
+    if resolved.report:
+        console.print(f"report: [bold]{Path(outcome.output) / 'report.html'}[/]")
     if outcome.skipped:
         console.print(f"[yellow]{len(outcome.skipped)} unreadable images skipped[/] (skipped.json)")

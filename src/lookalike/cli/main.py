@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from lookalike.cli import demo, embed, evaluate, index, registries, search, tune_threshold
+from lookalike.cli import (
+    demo,
+    embed,
+    evaluate,
+    index,
+    registries,
+    report,
+    search,
+    submission,
+    tune_threshold,
+)
 
 app = typer.Typer(
     name="lookalike",
@@ -18,6 +28,9 @@ app.command("index")(index.index)
 app.command("search")(search.search)
 app.command("evaluate")(evaluate.evaluate)
 app.command("tune-threshold")(tune_threshold.tune_threshold)
+app.command("report")(report.report)
+app.command("submission")(submission.submission)
+app.command("submit")(submission.submit)
 app.command("demo")(demo.demo)
 app.command("list")(registries.list_registered)
 

@@ -36,6 +36,7 @@ from lookalike.pipeline.open_set import (
 )
 from lookalike.pipeline.postprocess import PostprocessSpec, compare_variants, write_variants_csv
 from lookalike.pipeline.specs import EmbedSpec, IndexSpec, ModelSpec
+from lookalike.report.html import build_report
 from lookalike.search.topk import search_embeddings
 from lookalike.search.writers import write_results
 from lookalike.utils.atomic import atomic_write_json
@@ -74,6 +75,7 @@ class EvaluateConfig:
         map_at_k: K of MAP@K (Kaggle's MAP@5).
         topk_weights: Weights of the competition's weighted top-k score, ``{K: weight}``.
         output: Folder for everything the run writes.
+        report: Write ``report.html`` (plots, grids, embedding map) into the run folder.
     """
 
     source: Any = None
@@ -91,6 +93,7 @@ class EvaluateConfig:
     map_at_k: int = 5
     topk_weights: dict[int, float] = field(default_factory=lambda: {1: 600.0, 5: 300.0, 10: 100.0})
     output: str = "runs/evaluate"
+    report: bool = True
 
 
 @dataclass
@@ -235,6 +238,8 @@ def run_evaluation(config: EvaluateConfig, embedder: Embedder | None = None) -> 
             "k": config.k,
         },
     )
+    if config.report:
+        build_report(output)
     return EvaluateOutcome(metrics, output, results_path, skipped, variants)
 
 

@@ -1,0 +1,63 @@
+"""Reading a run folder: optional files, validation of run.json, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lookalike.report.run_folder import load_run_folder, parse_settings
+
+
+def test_reads_what_exists_and_lists_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({"kind": "evaluate", "query_embeddings": "q",
+                                                   "gallery_embeddings": "/abs/g", "k": 5}))
+    (tmp_path / "results.csv").write_text(
+        "query_id,rank,gallery_id,gallery_path,score\n"
+        "007,2,b,b.png,0.5\n007,1,no_match,,\n001,1,a,a.png,0.9\n"
+    )
+    folder = load_run_folder(tmp_path)
+    assert folder.settings.k == 5 and folder.settings.metric == "cosine"
+    assert folder.settings.threshold is None and folder.settings.exclude_self is False
+    assert folder.metrics is None and folder.history is None
+    assert folder.missing == ["metrics.json", "variants.csv", "history.csv", "config.yaml",
+                              "skipped.json"]
+    results = folder.results
+    assert results["query_id"].tolist() == ["001", "007", "007"]  # ids stay strings
+    assert results["rank"].tolist() == [1, 1, 2]
+    assert results["gallery_id"].tolist() == ["a", "no_match", "b"]
+    assert results["score"].isna().tolist() == [False, True, False]
+    assert folder.embedding_path("query_embeddings") == tmp_path / "q"
+    assert folder.embedding_path("gallery_embeddings") == Path("/abs/g")
+    assert folder.embedding_path("train_embeddings") is None
+    with pytest.raises(ValueError, match="valid names"):
+        folder.embedding_path("test_embeddings")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "must hold a JSON object"),
+        ({"kind": "serve"}, "valid names: evaluate, train"),
+        ({"metric": "hamming"}, "valid names: cosine, ip, l1, l2"),
+        ({"threshold": "high"}, "threshold must be a number"),
+        ({"k": 0}, "k must be a positive integer"),
+    ],
+)
+def test_bad_settings(raw: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_settings(raw, Path("run.json"))
+
+
+def test_malformed_files_name_themselves(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="metrics.json is not valid JSON"):
+        load_run_folder(tmp_path)
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "results.csv").write_text("query_id,rank\nq,1\n")
+    with pytest.raises(ValueError, match="lacks the column"):
+        load_run_folder(tmp_path)
+    (tmp_path / "results.csv").write_text("query_id,rank,gallery_id,gallery_path,score\nq,x,g,,1\n")
+    with pytest.raises(ValueError, match="rank column must hold integers"):
+        load_run_folder(tmp_path)
