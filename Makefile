@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 JOBS ?= 2
 
-.PHONY: setup demo test data bench clean
+.PHONY: setup demo test data browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,18 @@ data:
 		echo "note: could not install Debian's dataset-fashion-mnist; the demo will try torchvision's download"; \
 	fi
 
+# Headless Chromium renders the HTML report in one test (skipped where it is absent).
+browser:
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || \
+		echo "note: could not install chromium; the report rendering test will be skipped"; \
+	fi
+
 demo: setup data
 	$(BIN)/lookalike demo --output demo_output
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest -n $(JOBS) -q
 
 bench: setup

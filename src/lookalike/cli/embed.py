@@ -10,8 +10,7 @@ import typer
 from lookalike.cli.common import console, friendly_errors
 from lookalike.data.sources import load_source
 from lookalike.embed.extract import embed_image_set
-from lookalike.pipeline.evaluate import build_embedder
-from lookalike.pipeline.specs import ModelSpec
+from lookalike.pipeline.specs import ModelSpec, build_embedder
 
 
 @friendly_errors

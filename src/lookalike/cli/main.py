@@ -13,6 +13,7 @@ from lookalike.cli import (
     report,
     search,
     submission,
+    train,
     tune_threshold,
 )
 
@@ -23,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("train")(train.train)
 app.command("embed")(embed.embed)
 app.command("index")(index.index)
 app.command("search")(search.search)

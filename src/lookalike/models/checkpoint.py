@@ -75,7 +75,8 @@ def read_embedder_info(folder_or_file: str | os.PathLike[str]) -> dict[str, Any]
 
 
 def load_embedder(folder_or_file: str | os.PathLike[str]) -> Embedder:
-    """Rebuild a saved embedder from its folder (or either of its two files).
+    """Rebuild a saved embedder from its folder (or either of its two files), or from a
+    ``lookalike train`` checkpoint (``.ckpt``).
 
     Raises:
         FileNotFoundError: A file is missing.
@@ -83,6 +84,11 @@ def load_embedder(folder_or_file: str | os.PathLike[str]) -> Embedder:
     """
     from safetensors.torch import load_model
 
+    if Path(folder_or_file).suffix == ".ckpt":
+        # a training checkpoint carries its model description; the trainer reads its format
+        from lookalike.train.export import load_embedder_from_checkpoint
+
+        return load_embedder_from_checkpoint(folder_or_file)
     folder = _folder(folder_or_file)
     info = read_embedder_info(folder)
     weights_path = folder / WEIGHTS_FILE

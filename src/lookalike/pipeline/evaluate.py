@@ -28,14 +28,14 @@ from lookalike.embed.extract import embed_image_set
 from lookalike.embed.store import EmbeddingSet
 from lookalike.index.io import METADATA_FILE
 from lookalike.metrics import evaluate_retrieval
-from lookalike.models import Embedder, create_embedder, load_embedder
+from lookalike.models import Embedder
 from lookalike.pipeline.open_set import (
     RejectionSpec,
     gallery_labels_with_distractors,
     rejection_metrics,
 )
 from lookalike.pipeline.postprocess import PostprocessSpec, compare_variants, write_variants_csv
-from lookalike.pipeline.specs import EmbedSpec, IndexSpec, ModelSpec
+from lookalike.pipeline.specs import EmbedSpec, IndexSpec, ModelSpec, build_embedder
 from lookalike.report.html import build_report
 from lookalike.search.topk import search_embeddings
 from lookalike.search.writers import write_results
@@ -113,13 +113,6 @@ class EvaluateOutcome:
     results_path: Path
     skipped: list[dict[str, str]]
     variants: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def build_embedder(spec: ModelSpec) -> Embedder:
-    """The embedder ``spec`` names: a saved one when ``checkpoint`` is set, else a new one."""
-    if spec.checkpoint:
-        return load_embedder(spec.checkpoint)
-    return create_embedder(spec.backbone, pool=spec.pool, head=spec.head, weights=spec.weights)
 
 
 def embed_query_gallery(

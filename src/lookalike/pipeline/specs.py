@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lookalike.models import Embedder, create_embedder, load_embedder
+
 
 @dataclass
 class ModelSpec:
@@ -20,6 +22,9 @@ class ModelSpec:
         head: Head spec ("none", "linear:512", "mlp:512").
         weights: "pretrained", "none", or a local weights file.
         checkpoint: A saved embedder (folder or training checkpoint); overrides the fields above.
+        backbone_kwargs: Options of the backbone adapter (``img_size`` for timm ViTs ...).
+        pool_kwargs: Options of the pooling (``{"p": 3.0}`` for GeM).
+        head_kwargs: Options of the head (``{"dropout": 0.1}``).
     """
 
     backbone: str = "efficientnet_lite:lite0"
@@ -27,6 +32,25 @@ class ModelSpec:
     head: str = "none"
     weights: str = "pretrained"
     checkpoint: str | None = None
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    pool_kwargs: dict[str, Any] = field(default_factory=dict)
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def build_embedder(spec: ModelSpec) -> Embedder:
+    """The embedder ``spec`` names: the saved one at ``checkpoint`` (a ``save_embedder`` folder or
+    a training ``.ckpt``), else a new one from the registries."""
+    if spec.checkpoint:
+        return load_embedder(spec.checkpoint)
+    return create_embedder(
+        spec.backbone,
+        pool=spec.pool,
+        head=spec.head,
+        weights=spec.weights,
+        pool_kwargs=dict(spec.pool_kwargs),
+        head_kwargs=dict(spec.head_kwargs),
+        **dict(spec.backbone_kwargs),
+    )
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""Checkpoints written atomically, and the per-epoch history with its curves.
+
+Lightning's own ``_atomic_save`` stages the file in the system temp folder and ``shutil.move`` s it
+into place: across file systems that is a copy, visible half-written, and nothing is fsynced.
+:class:`AtomicCheckpointIO` writes beside the target, fsyncs and ``os.replace`` s it instead
+(:func:`lookalike.utils.atomic.atomic_path`), so ``best.ckpt`` and ``last.ckpt`` are always whole,
+even under SIGKILL; a temporary left by a kill is removed by :func:`remove_stale_temporaries` when
+the run restarts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lookalike.utils.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+BEST_NAME = "best"
+LAST_NAME = "last"
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "curves.png"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file beside the checkpoint, fsync, then ``os.replace``."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+        logger.debug("saved checkpoint %s", path)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries of :func:`atomic_path` a killed run left in ``folder``."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink()
+        logger.info("removed %s left by an interrupted write", path)
+    return stale
+
+
+def checkpoint_callbacks(
+    folder: str | os.PathLike[str], monitor: str | None, mode: str
+) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """``best.ckpt`` (the best ``monitor`` so far, saved after validation) and ``last.ckpt``
+    (saved after every training epoch, what a killed run resumes from).
+
+    Without ``monitor`` (no validation) ``best.ckpt`` is the latest epoch too.
+    """
+    best = ModelCheckpoint(
+        dirpath=folder,
+        filename=BEST_NAME,
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=False,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+        save_on_train_epoch_end=monitor is None,
+    )
+    last = ModelCheckpoint(
+        dirpath=folder,
+        filename=LAST_NAME,
+        monitor=None,
+        save_top_k=1,
+        save_last=False,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
+    )
+    return best, last
+
+
+def early_stopping(monitor: str, mode: str, patience: int) -> EarlyStopping:
+    """Stop after ``patience`` validations without improvement of ``monitor``."""
+    return EarlyStopping(
+        monitor=monitor, mode=mode, patience=patience, check_on_train_epoch_end=False, verbose=True
+    )
+
+
+class HistoryCallback(L.Callback):
+    """One row per epoch (train means, val metrics, learning rate) -> ``history.csv`` and
+    ``curves.png`` in ``folder``, rewritten atomically after every epoch.
+
+    The rows are part of the checkpoint (:meth:`state_dict`), so a resumed run continues them.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.rows: list[dict[str, float]] = []
+        self._validated = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            self._validated = False
+            return
+        row: dict[str, float] = {
+            "epoch": float(trainer.current_epoch),
+            "step": float(trainer.global_step),
+        }
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/") and key.endswith("_epoch"):
+                row[key.removesuffix("_epoch")] = float(value)
+            elif key.startswith("val/") and self._validated:
+                row[key] = float(value)
+        if self._validated:
+            # float64 values as computed, not the float32 copies Lightning logs
+            exact = getattr(pl_module, "last_val_metrics", {})
+            row.update({f"val/{key}": float(value) for key, value in exact.items()})
+        for index, optimizer in enumerate(trainer.optimizers):
+            row[f"lr/group{index}"] = float(optimizer.param_groups[0]["lr"])
+        self.rows.append(row)
+        self._validated = False
+        self.write()
+
+    def write(self) -> None:
+        """Write ``history.csv`` and ``curves.png``."""
+        if not self.rows:
+            return
+        columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.folder / HISTORY_FILE, buffer.getvalue())
+        atomic_write_bytes(self.folder / CURVES_FILE, plot_curves(self.rows))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(row) for row in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(row) for row in state_dict.get("rows", [])]
+
+
+def plot_curves(rows: list[dict[str, float]]) -> bytes:
+    """PNG of every logged value against the epoch: one panel each for train losses, val
+    metrics and learning rates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = {
+        "train": [k for k in rows[-1] if k.startswith("train/")],
+        "val": [k for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("val/")
+                and not k.startswith("val/n_queries")],
+        "learning rate": [k for k in rows[-1] if k.startswith("lr/")],
+    }
+    panels = [(title, keys) for title, keys in groups.items() if keys]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for axis, (title, keys) in zip(axes[0], panels):
+        for key in keys:
+            points = [(r["epoch"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=key.split("/", 1)[1])
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return buffer.getvalue()

@@ -1,0 +1,188 @@
+"""Settings of a ``lookalike train`` run: typed defaults under a YAML file and dotted overrides.
+
+``resolve_config(TrainConfig, "configs/cnn_gem_arcface.yaml", ["optim.lr=3e-4"])`` gives a
+:class:`TrainConfig`; :func:`lookalike.train.run.run_training` runs it and saves it resolved as
+``output/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lookalike.pipeline.specs import ModelSpec
+from lookalike.train.finetune import FinetuneSpec
+from lookalike.train.optim import OptimSpec
+
+logger = logging.getLogger(__name__)
+
+SAMPLERS = ("random", "m_per_class")
+AUGMENTS = ("weak", "strong", "none")
+VAL_SPLITS = ("val", "test", "none")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
+MONITOR_MODES = ("max", "min")
+
+
+@dataclass
+class DataSpec:
+    """Which images train and validate, and how they are batched and augmented.
+
+    Attributes:
+        source: Image source spec ("folder:PATH", "csv:FILE", "sop:ROOT", a path, or a mapping
+            ``{"type": "folder", "root": PATH, "exclude_classes": [...]}``).
+        protocol: Split protocol ("given", "all_vs_all", "per_class", "class_disjoint").
+        protocol_args: Protocol options (``train_fraction``, ``val_fraction``, ``seed`` ...).
+        val_split: Retrieval set validated every epoch: "val" (the protocol's val set, each image
+            a query against all others), "test" (its query/gallery; model selection on the test
+            set, for quick experiments only) or "none".
+        batch_size: Images per micro-batch (per device).
+        val_batch_size: Images per validation batch; ``batch_size`` when ``None``.
+        num_workers: DataLoader worker processes.
+        sampler: "random" or "m_per_class" (``m`` images of each class per batch; pml's
+            ``MPerClassSampler``).
+        m: Images per class in a batch of the "m_per_class" sampler.
+        augment: Train augmentation set: "weak", "strong" or "none" (the eval transform).
+        image_size: Input side in pixels instead of the model's own (saved with the model).
+        two_views: Give every image a second augmented view (SimCLR-style positives).
+    """
+
+    source: Any = None
+    protocol: str = "class_disjoint"
+    protocol_args: dict[str, Any] = field(default_factory=dict)
+    val_split: str = "val"
+    batch_size: int = 32
+    val_batch_size: int | None = None
+    num_workers: int = 2
+    sampler: str = "m_per_class"
+    m: int = 4
+    augment: str = "weak"
+    image_size: int | None = None
+    two_views: bool = False
+
+
+@dataclass
+class TrainerSpec:
+    """Lightning ``Trainer`` settings, validation and early stopping.
+
+    Attributes:
+        max_epochs: Epochs to train.
+        accumulate_grad_batches: Micro-batches per optimiser step.
+        precision: "32", "bf16-mixed" or "16-mixed" (mixed precision needs CUDA; on the CPU
+            "16-mixed" falls back to "32" with a warning, "bf16-mixed" is kept as asked).
+        accelerator: Lightning accelerator ("auto", "cpu", "gpu").
+        devices: Devices per node ("auto", a count, or a list of indices).
+        num_nodes: Machines.
+        strategy: Lightning strategy ("auto", "ddp", "fsdp" ...).
+        seed: Seed of every random draw (reseeded per epoch, so a resumed run matches).
+        deterministic: Ask torch for deterministic algorithms.
+        monitor: Key of ``metrics.json`` (``"map@r"``, ``"recall@1"`` ...) that picks the best
+            checkpoint and drives early stopping; a key with a "/" names a logged value as is.
+        monitor_mode: "max" or "min".
+        early_stopping_patience: Validations without improvement before stopping; ``None`` off.
+        val_every_n_epochs: Validate every this many epochs.
+        limit_train_batches: Lightning's limit (a fraction or a count) on batches per epoch.
+        log_every_n_steps: Logging interval of training values.
+        loggers: "csv" always; add "tensorboard", "wandb" or "mlflow" (their packages needed).
+    """
+
+    max_epochs: int = 10
+    accumulate_grad_batches: int = 1
+    precision: str = "32"
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    monitor: str = "map@r"
+    monitor_mode: str = "max"
+    early_stopping_patience: int | None = None
+    val_every_n_epochs: int = 1
+    limit_train_batches: Any = None
+    log_every_n_steps: int = 10
+    loggers: list[str] = field(default_factory=lambda: ["csv"])
+
+
+@dataclass
+class TrainConfig:
+    """A training run.
+
+    Attributes:
+        model: The embedder to train (a new one, or ``checkpoint`` to continue from a saved one).
+        data: Images, split, batching and augmentation.
+        loss: Loss spec for :func:`lookalike.losses.create_loss` (``{"name": "arcface", ...}``).
+        finetune: Which parameters train (full, frozen, last_n, freeze_then_unfreeze, lora).
+        optim: Optimiser, learning rates and schedule.
+        trainer: Lightning trainer, validation and early stopping.
+        output: Run folder (checkpoints, exported model, metrics, curves, resolved config).
+    """
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "multi_similarity"})
+    finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    trainer: TrainerSpec = field(default_factory=TrainerSpec)
+    output: str = "runs/train"
+
+
+def check_config(config: TrainConfig) -> None:
+    """One-line ``ValueError`` for a setting outside its valid names or range."""
+    choices = (
+        ("data.sampler", config.data.sampler, SAMPLERS),
+        ("data.augment", config.data.augment, AUGMENTS),
+        ("data.val_split", config.data.val_split, VAL_SPLITS),
+        ("trainer.precision", str(config.trainer.precision), PRECISIONS),
+        ("trainer.monitor_mode", config.trainer.monitor_mode, MONITOR_MODES),
+    )
+    for name, value, valid in choices:
+        if value not in valid:
+            raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    unknown = [name for name in config.trainer.loggers if name not in LOGGERS]
+    if unknown:
+        raise ValueError(f"unknown trainer.loggers {unknown[0]!r}; valid: {', '.join(LOGGERS)}")
+    positive = (
+        ("data.batch_size", config.data.batch_size),
+        ("data.m", config.data.m),
+        ("trainer.max_epochs", config.trainer.max_epochs),
+        ("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches),
+        ("trainer.val_every_n_epochs", config.trainer.val_every_n_epochs),
+    )
+    for name, value in positive:
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if config.data.sampler == "m_per_class" and config.data.batch_size % config.data.m:
+        raise ValueError(
+            f"data.batch_size {config.data.batch_size} must be a multiple of data.m "
+            f"{config.data.m} for the m_per_class sampler"
+        )
+    if not config.data.source:
+        raise ValueError("data.source is not set: give the images to train on (folder:PATH ...)")
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """The precision Lightning runs: mixed float16 needs CUDA, so it falls back to "32" on CPU.
+
+    Args:
+        precision: The configured precision.
+        accelerator: The configured accelerator ("auto" uses CUDA when available).
+
+    Returns:
+        ``precision``, or "32" for "16-mixed" where no CUDA device will be used.
+    """
+    on_cuda = accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()
+    )
+    if precision == "16-mixed" and not on_cuda:
+        logger.warning("precision 16-mixed needs CUDA; training in 32-bit on the CPU instead")
+        return "32"
+    return precision
+
+
+def monitor_key(monitor: str) -> str:
+    """The logged name of a ``metrics.json`` key: ``"map@r"`` -> ``"val/map@r"``."""
+    return monitor if "/" in monitor else f"val/{monitor}"

@@ -1,0 +1,235 @@
+"""The LightningModule: an embedder trained by a retrieval loss, validated by retrieval metrics.
+
+Each epoch starts by reseeding from ``(seed, epoch)`` (so a run resumed from its last checkpoint
+draws exactly what an uninterrupted one would) and by applying the fine-tuning strategy for that
+epoch. After the first backward pass of a new set of trainable blocks, every block the strategy
+made trainable must have received a gradient, or training stops with
+:class:`~lookalike.train.inspect.GradientFlowError`: a pipeline that silently trains only its
+head is the costliest bug of retrieval fine-tuning.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lookalike.losses.base import RetrievalLoss
+from lookalike.metrics.retrieval import evaluate_retrieval
+from lookalike.models.embedder import Embedder
+from lookalike.train.data import ValidationSet, mix_seed
+from lookalike.train.finetune import FinetuneSpec, apply_finetune, set_frozen_eval
+from lookalike.train.inspect import (
+    check_gradient_flow,
+    render_parameter_table,
+    trainable_parameter_table,
+)
+from lookalike.train.optim import OptimSpec, create_optimizer, create_scheduler
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "lookalike"
+CHECKPOINT_FORMAT = "lookalike-train-checkpoint"
+
+
+def reseed(seed: int, epoch: int) -> None:
+    """Seed Python, numpy and torch (all devices) from ``(seed, epoch)``."""
+    value = mix_seed(seed, epoch)
+    random.seed(value)
+    np.random.seed(value % (1 << 32))
+    torch.manual_seed(value)
+
+
+def validation_metrics(
+    val_set: ValidationSet, embeddings: np.ndarray, embedded: np.ndarray, metric: str = "cosine"
+) -> dict[str, float]:
+    """:func:`evaluate_retrieval` of the val queries against the val gallery.
+
+    Args:
+        val_set: The val images and their query/gallery roles.
+        embeddings: ``(N, D)`` float32 embedding of every row of ``val_set.images``.
+        embedded: ``(N,)`` bool, False for rows whose image could not be read (left out).
+        metric: Similarity for ranking ("cosine", "ip", "l2", "l1").
+    """
+    gallery_rows = val_set.gallery_rows[embedded[val_set.gallery_rows]]
+    query_rows = val_set.query_rows[embedded[val_set.query_rows]]
+    position = np.full(len(embedded), -1, dtype=np.int64)
+    position[gallery_rows] = np.arange(len(gallery_rows))
+    # an unlabelled gallery image is a distractor: a label no query has
+    gallery_labels = [
+        val_set.labels[row] if val_set.labels[row] is not None else ("\0distractor", int(row))
+        for row in gallery_rows
+    ]
+    return evaluate_retrieval(
+        embeddings[query_rows],
+        [val_set.labels[row] for row in query_rows],
+        embeddings[gallery_rows],
+        gallery_labels,
+        metric=metric,
+        self_index=position[query_rows] if val_set.exclude_self else None,
+    )
+
+
+class RetrievalModule(L.LightningModule):
+    """Train ``embedder`` with ``loss``; validate with retrieval metrics logged as ``val/<key>``.
+
+    Args:
+        embedder: The model; images ``(B, 3, H, W)`` -> embeddings ``(B, D)``.
+        loss: The retrieval loss (its own parameters, e.g. ArcFace centres, train too).
+        finetune: Which parameters train in each epoch.
+        optim: Optimiser and schedule.
+        val_set: The retrieval val set, or ``None`` (no validation).
+        seed: Base seed of the per-epoch reseeding.
+        metric: Similarity used to rank the val gallery.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        loss: RetrievalLoss,
+        finetune: FinetuneSpec,
+        optim: OptimSpec,
+        val_set: ValidationSet | None = None,
+        seed: int = 0,
+        metric: str = "cosine",
+    ) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.loss = loss
+        self.finetune = finetune
+        self.optim = optim
+        self.val_set = val_set
+        self.seed = seed
+        self.metric = metric
+        # LoRA adds parameters: they must exist before the optimiser and checkpoint restore
+        self.trainable_blocks = apply_finetune(embedder, finetune, epoch=0)
+        self.check_gradients = True
+        self.last_val_metrics: dict[str, float] = {}
+        self._val_rows: list[Tensor] = []
+        self._val_embeddings: list[Tensor] = []
+        logger.info("%s", parameter_table_text(embedder, loss))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` -> ``(B, D)`` embeddings."""
+        return self.embedder(images)
+
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        logger.debug("epoch %d starts", epoch)
+        reseed(self.seed, epoch)
+        blocks = apply_finetune(self.embedder, self.finetune, epoch=epoch)
+        if blocks != self.trainable_blocks:
+            logger.info("epoch %d: trainable blocks now %s", epoch, ", ".join(blocks) or "none")
+            self.check_gradients = True
+        self.trainable_blocks = blocks
+        self.train()
+        set_frozen_eval(self.embedder)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        images = batch["images"]
+        if images is None:
+            logger.warning("training batch %d has no readable image; skipped", batch_idx)
+            return None
+        embeddings = self.embedder(images)
+        views = batch.get("views")
+        captions = batch.get("captions")
+        parts = self.loss(
+            embeddings,
+            batch.get("labels"),
+            positive_embeddings=None if views is None else self.embedder(views),
+            text_embeddings=None if captions is None else self.embed_text(captions),
+        )
+        size = int(images.shape[0])
+        for name, value in parts.items():
+            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True,
+                     prog_bar=name == "loss", batch_size=size, sync_dist=True)
+        return parts["loss"]
+
+    def embed_text(self, captions: list[str]) -> Tensor:
+        """``B`` captions -> ``(B, D)`` L2-normalised embeddings of the backbone's text tower."""
+        tower = text_tower(self.embedder)
+        tokens = self.embedder.backbone.tokenizer(captions).to(self.device)
+        return F.normalize(tower.encode_text(tokens), dim=-1)
+
+    def on_after_backward(self) -> None:
+        if self.check_gradients:
+            check_gradient_flow(self.embedder, self.trainable_blocks)
+            self.check_gradients = False
+            logger.info("gradient flow checked: %d trainable blocks", len(self.trainable_blocks))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = create_optimizer(self.embedder, self.loss, self.optim, self.finetune)
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = create_scheduler(optimizer, self.optim, total_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_rows, self._val_embeddings = [], []
+
+    def validation_step(self, batch: tuple[Any, Tensor, list], batch_idx: int) -> None:
+        images, indices, _ = batch
+        if images is None:
+            return
+        self._val_rows.append(indices.cpu())
+        self._val_embeddings.append(self.embedder(images).float().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_set is None or self.trainer.sanity_checking:
+            return
+        rows = torch.cat(self._val_rows) if self._val_rows else torch.zeros(0, dtype=torch.int64)
+        width = self.embedder.embedding_dim
+        found = torch.cat(self._val_embeddings) if self._val_embeddings else torch.zeros(0, width)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (rows, found))
+            rows = torch.cat([part[0] for part in gathered])
+            found = torch.cat([part[1] for part in gathered])
+        count = len(self.val_set.images)
+        embeddings = np.zeros((count, width), dtype=np.float32)
+        embedded = np.zeros(count, dtype=bool)
+        embeddings[rows.numpy()] = found.numpy()
+        embedded[rows.numpy()] = True
+        metrics = validation_metrics(self.val_set, embeddings, embedded, self.metric)
+        self.last_val_metrics = metrics
+        self.log_dict({f"val/{key}": float(value) for key, value in metrics.items()})
+        self._val_rows, self._val_embeddings = [], []
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "format": CHECKPOINT_FORMAT,
+            "embedder_config": self.embedder.config,
+            "preprocessing": self.embedder.preprocessing.to_dict(),
+            "embedding_dim": self.embedder.embedding_dim,
+            "finetune": asdict(self.finetune),
+        }
+
+
+def parameter_table_text(embedder: Embedder, loss: nn.Module | None = None) -> str:
+    """The trainable-parameter table per block as plain text, for the log."""
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    console.print(render_parameter_table(trainable_parameter_table(embedder, loss)))
+    return console.file.getvalue()
+
+
+def text_tower(embedder: Embedder) -> nn.Module:
+    """The text model beside the image backbone (open_clip's), for image-text losses."""
+    tower = getattr(embedder.backbone, "text_model", None)
+    if tower is None or not hasattr(tower, "encode_text"):
+        raise ValueError(
+            f"backbone {embedder.config.get('backbone')!r} has no text tower; image-text "
+            "training needs an open_clip backbone (open_clip:ARCH/TAG)"
+        )
+    return tower
