@@ -48,7 +48,13 @@ class ClassifierHead(nn.Module):
 
 
 class ClassLoss(RetrievalLoss):
-    """Base for losses with ``num_classes`` outputs: checks the count and the labels' range."""
+    """Base for losses with ``num_classes`` outputs: checks the count and the labels' range.
+
+    Subclasses set ``criterion`` (a pml loss taking ``(rows, labels)``) or override
+    :meth:`compute_loss`.
+    """
+
+    criterion: nn.Module
 
     needs_labels = True
 
@@ -76,6 +82,18 @@ class ClassLoss(RetrievalLoss):
     ) -> tuple[Tensor, Tensor]:
         """``(N, D)`` rows and ``(N,)`` labels, the second view appended when present."""
         return stack_views(embeddings, self.check_labels(labels), positive_embeddings)
+
+    def compute_loss(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None,
+        *,
+        text_embeddings: Tensor | None,
+        positive_embeddings: Tensor | None,
+    ) -> Tensor:
+        assert labels is not None  # checked by RetrievalLoss.validate
+        rows, row_labels = self.class_rows(embeddings, labels, positive_embeddings)
+        return self.criterion(rows, row_labels)
 
 
 @register_loss("arcface")
@@ -112,18 +130,6 @@ class ArcFaceLoss(ClassLoss):
             num_classes=self.num_classes, embedding_size=embedding_dim, margin=margin, scale=scale
         )
 
-    def compute_loss(
-        self,
-        embeddings: Tensor,
-        labels: Tensor | None,
-        *,
-        text_embeddings: Tensor | None,
-        positive_embeddings: Tensor | None,
-    ) -> Tensor:
-        assert labels is not None  # checked by RetrievalLoss.validate
-        rows, row_labels = self.class_rows(embeddings, labels, positive_embeddings)
-        return self.criterion(rows, row_labels)
-
 
 @register_loss("proxy_anchor")
 class ProxyAnchorLoss(ClassLoss):
@@ -157,18 +163,6 @@ class ProxyAnchorLoss(ClassLoss):
         self.criterion = pml_losses.ProxyAnchorLoss(
             num_classes=self.num_classes, embedding_size=embedding_dim, margin=margin, alpha=alpha
         )
-
-    def compute_loss(
-        self,
-        embeddings: Tensor,
-        labels: Tensor | None,
-        *,
-        text_embeddings: Tensor | None,
-        positive_embeddings: Tensor | None,
-    ) -> Tensor:
-        assert labels is not None  # checked by RetrievalLoss.validate
-        rows, row_labels = self.class_rows(embeddings, labels, positive_embeddings)
-        return self.criterion(rows, row_labels)
 
 
 @register_loss("cross_entropy")
