@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import Logger
 
 from lookalike.config import save_config
@@ -112,7 +113,8 @@ def run_training(config: TrainConfig) -> TrainOutcome:
         config.loss, embedding_dim=embedder.embedding_dim, num_classes=len(train.classes()) or None
     )
     captioned = any(record.caption for record in train.records)
-    has_text = loss.needs_pairs and captioned and not config.data.two_views
+    wants_views = getattr(loss, "pairs", "auto") == "views"
+    has_text = loss.needs_pairs and captioned and not config.data.two_views and not wants_views
     two_views = config.data.two_views or (loss.needs_pairs and not has_text) or (
         loss.needs_labels_or_views and not has_labels
     )
@@ -128,7 +130,7 @@ def run_training(config: TrainConfig) -> TrainOutcome:
     monitor = monitor_key(trainer_spec.monitor) if val is not None else None
     best, last = checkpoint_callbacks(checkpoints, monitor, trainer_spec.monitor_mode)
     history = HistoryCallback(output)
-    callbacks: list[L.Callback] = [history, best, last]
+    callbacks: list[L.Callback] = [history, best, last, RichProgressBar(leave=True)]
     stopper = None
     if monitor is not None and trainer_spec.early_stopping_patience is not None:
         stopper = early_stopping(
@@ -154,7 +156,7 @@ def run_training(config: TrainConfig) -> TrainOutcome:
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # RetrievalDataModule shards whole batches itself
         default_root_dir=output,
-        enable_progress_bar=False,
+        enable_progress_bar=True,
         enable_model_summary=False,
     )
     last_path = checkpoints / "last.ckpt"
