@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import Logger
 
@@ -120,7 +121,12 @@ def run_training(config: TrainConfig) -> TrainOutcome:
     )
     loss.validate(has_labels=has_labels, has_text=has_text, has_views=two_views)
     if has_text:
-        text_tower(embedder)
+        tower = text_tower(embedder)
+        pretrained_scale = getattr(tower, "logit_scale", None)
+        if isinstance(pretrained_scale, torch.Tensor) and hasattr(loss, "logit_scale"):
+            # Fine-tuning CLIP starts from its learned temperature (~1/100), not from 1/0.07.
+            with torch.no_grad():
+                loss.logit_scale.copy_(pretrained_scale.detach().reshape(()))
     datamodule = RetrievalDataModule(
         train, val, config.data, embedder.preprocessing, trainer_spec.seed,
         with_labels=has_labels, with_text=has_text, two_views=two_views,
