@@ -113,3 +113,18 @@ def test_one_embedding_folder_on_both_sides_excludes_self(tmp_path: Path) -> Non
     outcome = run_evaluation(_config(tmp_path, query_embeddings=folder, gallery_embeddings=folder))
     # Without self-exclusion every query would find itself: recall@1 would be 1.
     assert outcome.metrics["recall@1"] == 0.0
+
+
+def test_one_embedding_folder_is_split_by_the_protocol(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(24, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"{c}/{i}.png" for c in "abcdef" for i in range(4)]
+    EmbeddingSet(vectors, ids, ids, [i.split("/")[0] for i in ids]).save(tmp_path / "all")
+    config = _config(tmp_path, embeddings=str(tmp_path / "all"), protocol="class_disjoint",
+                     protocol_args={"train_fraction": 0.5})
+    outcome = run_evaluation(config)
+    # class_disjoint: the last 3 classes, each image against the others of them.
+    test = EmbeddingSet.load(outcome.output / "embeddings" / "all")
+    assert sorted(set(test.labels)) == ["d", "e", "f"] and len(test) == 12
+    assert outcome.metrics["recall@1"] == pytest.approx(_naive_recall_at_1(test, test, True))

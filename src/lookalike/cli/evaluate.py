@@ -18,6 +18,7 @@ def evaluate(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
     source: Annotated[Optional[str], typer.Option(help="Images: a folder per class, a CSV/Parquet manifest, 'sop:ROOT'.")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="given, all_vs_all, per_class or class_disjoint.")] = None,
+    embeddings: Annotated[Optional[str], typer.Option(help="One precomputed embedding folder, split by --protocol.")] = None,
     query_embeddings: Annotated[Optional[str], typer.Option(help="Precomputed query embedding folder.")] = None,
     gallery_embeddings: Annotated[Optional[str], typer.Option(help="Precomputed gallery embedding folder.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Backbone, e.g. efficientnet_lite:lite0.")] = None,
@@ -33,6 +34,7 @@ def evaluate(
     options = {
         "source": source,
         "protocol": protocol,
+        "embeddings": embeddings,
         "query_embeddings": query_embeddings,
         "gallery_embeddings": gallery_embeddings,
         "model.backbone": model,

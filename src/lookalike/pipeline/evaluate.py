@@ -54,14 +54,16 @@ VARIANTS_FILE = "variants.csv"
 class EvaluateConfig:
     """Settings of an ``evaluate`` run (typed defaults of its YAML config).
 
-    Either ``source`` (images, split by ``protocol`` and embedded with ``model``) or both
-    ``query_embeddings`` and ``gallery_embeddings`` (folders written by ``lookalike embed``).
+    Either ``source`` (images, split by ``protocol`` and embedded with ``model``), ``embeddings``
+    (one folder written by ``lookalike embed``, split by ``protocol``), or both
+    ``query_embeddings`` and ``gallery_embeddings``.
 
     Attributes:
         source: Image source spec ("folder:PATH", "csv:FILE", "sop:ROOT", a path, or a mapping
             ``{"type": "folder", "root": PATH, "distractor_classes": [...]}``).
         protocol: Split protocol ("given", "all_vs_all", "per_class", "class_disjoint").
         protocol_args: Extra protocol arguments (``query_fraction``, ``seed`` ...).
+        embeddings: One folder of precomputed embeddings, split by ``protocol`` like a source.
         query_embeddings: Folder of precomputed query embeddings.
         gallery_embeddings: Folder of precomputed gallery embeddings.
         model: The embedder.
@@ -81,6 +83,7 @@ class EvaluateConfig:
     source: Any = None
     protocol: str = "given"
     protocol_args: dict[str, Any] = field(default_factory=dict)
+    embeddings: str | None = None
     query_embeddings: str | None = None
     gallery_embeddings: str | None = None
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -137,8 +140,12 @@ def embed_query_gallery(
             )
         # The same images on both sides (e.g. one folder given twice): each is not its own match.
         return query, gallery, set(query.ids) <= set(gallery.ids)
+    if config.embeddings:
+        return split_embeddings(EmbeddingSet.load(config.embeddings), config)
     if not config.source:
-        raise ValueError("nothing to evaluate: give a source of images or two embedding folders")
+        raise ValueError(
+            "nothing to evaluate: give a source of images, an embedding folder, or two"
+        )
     split = make_split(load_source(config.source), config.protocol, **config.protocol_args)
     embedder = embedder or build_embedder(config.model)
     folder = Path(config.output) / "embeddings"
@@ -163,6 +170,19 @@ def embed_query_gallery(
         wanted = [row_of[record.id] for record in split.query if record.id in row_of]
         return gallery.select(np.asarray(wanted, dtype=np.int64)), gallery, True
     return embed(split.query, "query"), embed(split.gallery, "gallery"), False
+
+
+def split_embeddings(
+    embeddings: EmbeddingSet, config: EvaluateConfig
+) -> tuple[EmbeddingSet, EmbeddingSet, bool]:
+    """Split one precomputed embedding folder by the protocol, as a source of images would be."""
+    split = make_split(embeddings.to_image_set(), config.protocol, **config.protocol_args)
+    row_of = {image_id: row for row, image_id in enumerate(embeddings.ids)}
+
+    def rows(images: Any) -> EmbeddingSet:
+        return embeddings.select(np.asarray([row_of[r.id] for r in images], dtype=np.int64))
+
+    return rows(split.query), rows(split.gallery), split.exclude_self
 
 
 def own_rows(query: EmbeddingSet, gallery: EmbeddingSet) -> np.ndarray:
@@ -273,12 +293,15 @@ def _embedding_folders(
         return str(Path(config.query_embeddings).resolve()), str(
             Path(config.gallery_embeddings).resolve()
         )
-    if not queries_in_gallery:
-        return "embeddings/query", "embeddings/gallery"
-    if len(query) == len(gallery):
+    folder = Path(config.output) / "embeddings"
+    gallery_name = "all" if queries_in_gallery else "gallery"
+    if config.embeddings:  # split from one folder: keep the two sides beside the run
+        gallery.save(folder / gallery_name)
+    if queries_in_gallery and len(query) == len(gallery):
         return "embeddings/all", "embeddings/all"
-    query.save(Path(config.output) / "embeddings" / "query")
-    return "embeddings/query", "embeddings/all"
+    if config.embeddings or queries_in_gallery:
+        query.save(folder / "query")
+    return "embeddings/query", f"embeddings/{gallery_name}"
 
 
 def resolve_threshold(spec: RejectionSpec) -> float | None:
