@@ -153,20 +153,20 @@ class HistoryCallback(L.Callback):
 
 def plot_curves(rows: list[dict[str, float]]) -> bytes:
     """PNG of every logged value against the epoch: one panel each for train losses, val
-    metrics and learning rates."""
-    import matplotlib
+    metrics in [0, 1], val scores on other scales (the weighted top-k score), learning rates."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    logged = list(dict.fromkeys(k for r in rows for k in r))
+    val = [k for k in logged if k.startswith("val/") and not k.startswith("val/n_queries")]
     groups = {
-        "train": [k for k in rows[-1] if k.startswith("train/")],
-        "val": [k for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("val/")
-                and not k.startswith("val/n_queries")],
-        "learning rate": [k for k in rows[-1] if k.startswith("lr/")],
+        "train": [k for k in logged if k.startswith("train/")],
+        "val": [k for k in val if k != "val/weighted_topk"],
+        "val weighted top-k": [k for k in val if k == "val/weighted_topk"],
+        "learning rate": [k for k in logged if k.startswith("lr/")],
     }
     panels = [(title, keys) for title, keys in groups.items() if keys]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    figure = Figure(figsize=(5 * len(panels), 3.6))
+    axes = figure.subplots(1, len(panels), squeeze=False)
     for axis, (title, keys) in zip(axes[0], panels):
         for key in keys:
             points = [(r["epoch"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
@@ -178,5 +178,4 @@ def plot_curves(rows: list[dict[str, float]]) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
     return buffer.getvalue()
