@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from rich.progress import track
 
 from lookalike.index.metrics import Metric, get_metric
 from lookalike.metrics.gallery_ranks import rank_chunk
@@ -232,6 +233,7 @@ def evaluate_retrieval(
     junk: Sequence[Sequence[int]] | None = None,
     skip_queries_without_positives: bool = True,
     return_per_query: bool = False,
+    progress: bool = False,
 ) -> dict[str, float] | tuple[dict[str, float], PerQueryMetrics]:
     """Exact retrieval metrics of queries against a gallery, computed chunk by chunk.
 
@@ -268,6 +270,7 @@ def evaluate_retrieval(
         junk: For each query, gallery rows that are neither relevant nor irrelevant.
         skip_queries_without_positives: Leave queries without relevant items out of averages.
         return_per_query: Also return a :class:`PerQueryMetrics`.
+        progress: Show a progress bar over the query chunks.
 
     Returns:
         ``{name: value}``, and the :class:`PerQueryMetrics` when ``return_per_query``.
@@ -305,7 +308,10 @@ def evaluate_retrieval(
         num_queries, num_gallery, resolved.name, chunk_size,
     )
     all_rows, all_ranks, all_indices, all_scores = [], [], [], []
-    for start in range(0, num_queries, chunk_size):
+    starts = range(0, num_queries, chunk_size)
+    if progress:
+        starts = track(starts, description="scoring", transient=True)
+    for start in starts:
         stop = min(start + chunk_size, num_queries)
         chunk = torch.from_numpy(queries[start:stop]).to(device)
         scores = resolved.pairwise(chunk, gallery_tensor)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from rich.progress import Progress
+
 from lookalike.config import save_config
 from lookalike.data.protocols import make_split
 from lookalike.data.sources import load_source
@@ -200,16 +202,19 @@ def run_evaluation(config: EvaluateConfig, embedder: Embedder | None = None) -> 
     skipped = _merge_skipped(query, gallery)
     query_folder, gallery_folder = _embedding_folders(config, query, gallery, queries_in_gallery)
 
-    result = search_embeddings(
-        query,
-        gallery,
-        k=config.k,
-        index_kind=config.index.kind,
-        metric=config.index.metric,
-        exclude_self=queries_in_gallery,
-        device=config.index.device,
-        **config.index.params,
-    )
+    with Progress(transient=True) as bar:
+        task = bar.add_task("searching", total=len(query))
+        result = search_embeddings(
+            query,
+            gallery,
+            k=config.k,
+            index_kind=config.index.kind,
+            metric=config.index.metric,
+            exclude_self=queries_in_gallery,
+            device=config.index.device,
+            progress=lambda n: bar.advance(task, n),
+            **config.index.params,
+        )
     threshold = resolve_threshold(config.rejection)
     results_path = write_results(
         result, query.ids, gallery.ids, gallery.paths, output / RESULTS_FILE, threshold=threshold
@@ -217,9 +222,7 @@ def run_evaluation(config: EvaluateConfig, embedder: Embedder | None = None) -> 
     metrics = score(config, query, gallery, queries_in_gallery)
     if threshold is not None and metrics:
         metrics.update(
-            rejection_metrics(
-                result, query, gallery, threshold, config.map_at_k, _weights(config)
-            )
+            rejection_metrics(result, query, gallery, threshold, config.map_at_k, _weights(config))
         )
     if metrics:
         atomic_write_json(output / METRICS_FILE, metrics)
@@ -282,6 +285,7 @@ def score(
         map_at_k=config.map_at_k,
         weights=_weights(config),
         self_index=own_rows(query, gallery) if queries_in_gallery else None,
+        progress=True,
     )
 
 
