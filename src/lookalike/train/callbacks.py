@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -152,30 +151,14 @@ class HistoryCallback(L.Callback):
 
 
 def plot_curves(rows: list[dict[str, float]]) -> bytes:
-    """PNG of every logged value against the epoch: one panel each for train losses, val
-    metrics in [0, 1], val scores on other scales (the weighted top-k score), learning rates."""
-    from matplotlib.figure import Figure
+    """PNG of every logged value against the epoch, one panel per metric (the report's plot)."""
+    import pandas as pd
 
-    logged = list(dict.fromkeys(k for r in rows for k in r))
-    val = [k for k in logged if k.startswith("val/") and not k.startswith("val/n_queries")]
-    groups = {
-        "train": [k for k in logged if k.startswith("train/")],
-        "val": [k for k in val if k != "val/weighted_topk"],
-        "val weighted top-k": [k for k in val if k == "val/weighted_topk"],
-        "learning rate": [k for k in logged if k.startswith("lr/")],
-    }
-    panels = [(title, keys) for title, keys in groups.items() if keys]
-    figure = Figure(figsize=(5 * len(panels), 3.6))
-    axes = figure.subplots(1, len(panels), squeeze=False)
-    for axis, (title, keys) in zip(axes[0], panels):
-        for key in keys:
-            points = [(r["epoch"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
-            if points:
-                axis.plot(*zip(*points), marker="o", label=key.split("/", 1)[1])
-        axis.set_title(title)
-        axis.set_xlabel("epoch")
-        axis.legend(fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    return buffer.getvalue()
+    from lookalike.report.plots import figure_to_png, training_curves
+
+    history = pd.DataFrame(rows).drop(columns=["step"], errors="ignore")
+    history = history[[c for c in history.columns if not c.startswith("val/n_queries")]]
+    figure = training_curves(history)
+    if figure is None:
+        raise ValueError("no logged values to plot yet")
+    return figure_to_png(figure)
