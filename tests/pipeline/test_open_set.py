@@ -77,6 +77,9 @@ def test_tuned_threshold_is_the_best_on_a_grid_and_beats_no_rejection(tmp_path: 
     saved = json.loads(outcome.save(tmp_path).read_text())
     assert saved["threshold"] == pytest.approx(outcome.threshold)
     assert (tmp_path / "threshold_curve.csv").read_text().startswith("threshold,map@5")
+    assert (tmp_path / "threshold.png").read_bytes()[:4] == b"\x89PNG"
+    lines = outcome.plot().axes[0].get_lines()
+    assert lines[2].get_xdata()[0] == pytest.approx(outcome.threshold)  # the tuned marker
 
 
 def test_without_distractors_whole_classes_are_held_out() -> None:

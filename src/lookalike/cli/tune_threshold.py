@@ -41,7 +41,7 @@ def tune_threshold(
     console.print(table)
     if outcome.held_out_classes:
         console.print(f"{len(outcome.held_out_classes)} classes held out of the gallery as distractors")
-    console.print(f"written to [bold]{path}[/]")
+    console.print(f"written to [bold]{path}[/] (curve: {path.parent / 'threshold.png'})")
     if index is not None:
         set_index_threshold(index, outcome.threshold)
         console.print(f"threshold stored in the index at [bold]{index}[/]")

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from lookalike.embed.store import EmbeddingSet
 from lookalike.metrics.ranking import DEFAULT_TOPK_WEIGHTS
+from lookalike.report.plots import figure_to_png
 from lookalike.search.rejection import (
     accept_reject_f1,
     fnmr_at_fmr,
@@ -32,7 +34,7 @@ from lookalike.search.rejection import (
 )
 from lookalike.search.result import SearchResult
 from lookalike.search.topk import search_embeddings
-from lookalike.utils.atomic import atomic_write_json
+from lookalike.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +101,28 @@ class ThresholdOutcome:
         folder.mkdir(parents=True, exist_ok=True)
         summary = {key: value for key, value in asdict(self).items() if key != "curve"}
         atomic_write_json(folder / THRESHOLD_FILE, summary)
-        from lookalike.utils.atomic import atomic_write_text
-
         rows = "\n".join(f"{t:.8g},{v:.8g}" for t, v in self.curve)
         atomic_write_text(folder / "threshold_curve.csv", f"threshold,{self.objective}\n{rows}\n")
+        atomic_write_bytes(folder / "threshold.png", figure_to_png(self.plot()))
         return folder / THRESHOLD_FILE
+
+    def plot(self) -> Figure:
+        """The objective against the threshold, with the tuned and percentile thresholds marked."""
+        figure = Figure(figsize=(6.4, 4.0))
+        axes = figure.add_subplot()
+        axes.plot(self.curve[:, 0], self.curve[:, 1], color="tab:blue", label=self.objective)
+        axes.axhline(self.baseline, color="grey", linestyle=":", label="no rejection")
+        axes.axvline(self.threshold, color="tab:red", label=f"tuned {self.threshold:.4f}")
+        axes.axvline(
+            self.percentile_threshold, color="tab:green", linestyle="--",
+            label=f"percentile rule {self.percentile_threshold:.4f}",
+        )
+        axes.set_xlabel(f"threshold ({self.metric} score)")
+        axes.set_ylabel(self.objective)
+        axes.legend(fontsize="small")
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        return figure
 
 
 def gallery_labels_with_distractors(gallery: EmbeddingSet) -> list[str]:
