@@ -171,3 +171,26 @@ def test_lora_on_a_cnn_names_the_strategies_that_work() -> None:
     with pytest.raises(ValueError, match="use one of freeze_then_unfreeze, frozen, full, last_n"):
         apply_finetune(embedder, FinetuneSpec("lora"))
     assert set(embedder.state_dict()) == before
+
+
+def test_freeze_batchnorm_keeps_statistics_and_weights_in_trainable_blocks() -> None:
+    import torch
+
+    from lookalike.models import create_embedder
+    from lookalike.train.finetune import FinetuneSpec, apply_finetune, set_frozen_eval
+
+    embedder = create_embedder("timm:resnet18", pool="gap", weights=None)
+    spec = FinetuneSpec(strategy="last_n", last_n=1, freeze_batchnorm=True)
+    apply_finetune(embedder, spec)
+    before = {k: v.clone() for k, v in embedder.state_dict().items()}
+    embedder.train()
+    set_frozen_eval(embedder)
+    optimizer = torch.optim.SGD([p for p in embedder.parameters() if p.requires_grad], lr=0.1)
+    embedder(torch.randn(4, 3, 32, 32) * 3 + 1).sum().backward()
+    optimizer.step()
+    after = embedder.state_dict()
+    batchnorm = [k for k in before if ".bn" in k or "downsample.1" in k]
+    # timm zero-initialises each block's last BN scale, so the shortcut conv is what moves here.
+    convs = [k for k in before if "layer4" in k and k.endswith("weight") and k not in batchnorm]
+    assert batchnorm and all(torch.equal(before[k], after[k]) for k in batchnorm)
+    assert convs and any(not torch.equal(before[k], after[k]) for k in convs)

@@ -61,6 +61,9 @@ class FinetuneSpec:
             family's attention projections (:data:`~lookalike.train.lora.DEFAULT_LORA_TARGETS`).
         train_norm_layers: Normalisation layers train even where their block is frozen (BatchNorm
             then also keeps updating its statistics); by default they freeze with their block.
+        freeze_batchnorm: Every BatchNorm layer stays as loaded, statistics and affine weights,
+            even in trainable blocks: small class-balanced batches then cannot shift them (as
+            Proxy-Anchor, Kim et al. 2020, and most metric-learning code bases train CNNs).
     """
 
     strategy: str = "full"
@@ -71,6 +74,7 @@ class FinetuneSpec:
     lora_dropout: float = 0.0
     lora_targets: list[str] | None = None
     train_norm_layers: bool = False
+    freeze_batchnorm: bool = False
 
 
 class FinetuneStrategy(abc.ABC):
@@ -200,12 +204,14 @@ def last_block_parameters(backbone: Backbone, count: int) -> set[str]:
     return {name for name, _ in backbone.named_parameters() if name.startswith(prefixes)}
 
 
-def norm_layer_parameters(module: nn.Module) -> set[str]:
-    """Names of the parameters that belong to normalisation layers (:data:`NORM_LAYERS`)."""
+def norm_layer_parameters(
+    module: nn.Module, kinds: tuple[type[nn.Module], ...] = NORM_LAYERS
+) -> set[str]:
+    """Names of the parameters that belong to normalisation layers (``kinds``)."""
     return {
         f"{layer_name}.{name}" if layer_name else name
         for layer_name, layer in module.named_modules()
-        if isinstance(layer, NORM_LAYERS)
+        if isinstance(layer, kinds)
         for name, _ in layer.named_parameters(recurse=False)
     }
 
@@ -223,6 +229,8 @@ def trainable_backbone_parameters(
         names = strategy.trainable(backbone, spec, epoch)
     if spec.train_norm_layers:
         names |= norm_layer_parameters(backbone)
+    if spec.freeze_batchnorm:
+        names -= norm_layer_parameters(backbone, (_BatchNorm,))
     return names
 
 
