@@ -25,6 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
+from lookalike.search.rejection import apply_threshold
 from lookalike.search.result import SearchResult
 from lookalike.utils.atomic import atomic_write_text
 
@@ -60,12 +63,13 @@ def insert_no_match(
     """
     if len(row_scores) != len(row_items):
         raise ValueError(f"{len(row_scores)} scores but {len(row_items)} items in a row")
-    position = len(row_items)
-    for rank, score in enumerate(row_scores):
-        worse = score < threshold if higher_is_better else score > threshold
-        if worse:
-            position = rank
-            break
+    # The one rule of lookalike.search.rejection, so files and metrics agree to the last bit.
+    row = SearchResult(
+        np.asarray([row_scores], dtype=np.float32),
+        np.arange(len(row_items), dtype=np.int64)[None, :],
+        higher_is_better,
+    )
+    position = int(apply_threshold(row, threshold)[0])
     return [*row_items[:position], token, *row_items[position:]]
 
 

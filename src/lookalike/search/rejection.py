@@ -52,6 +52,8 @@ def _to_goodness(threshold: float, higher_is_better: bool) -> float:
 
 
 def _positions(goodness: np.ndarray, threshold: float) -> np.ndarray:
+    if goodness.shape[1] == 0:  # nothing ranked: "no match" comes first
+        return np.zeros(goodness.shape[0], dtype=np.int64)
     fails = ~(goodness >= threshold)
     return np.where(fails.any(axis=1), fails.argmax(axis=1), goodness.shape[1])
 
