@@ -23,7 +23,7 @@ def _data(seed: int = 0) -> tuple[EmbeddingSet, EmbeddingSet]:
     queries = np.concatenate([known, unknown])
     g_labels = [str(i // 3) for i in range(24)]
     q_labels: list[str | None] = [str(i // 2) for i in range(16)] + [None] * 6
-    normalise = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    normalise = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     g_ids, q_ids = [f"g{i}" for i in range(24)], [f"q{i}" for i in range(22)]
     return (
         EmbeddingSet(normalise(queries), q_ids, q_ids, q_labels),

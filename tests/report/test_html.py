@@ -201,7 +201,7 @@ def test_chromium_loads_every_image_and_shows_metrics(tmp_path: Path, no_umap: N
     dom = done.stdout
     assert f'data-images-total="{expected}"' in dom
     assert f'data-images-loaded="{expected}"' in dom
-    metrics = re.search(r'<table id="metrics-table">.*?</table>', dom, re.S).group(0)
+    metrics = re.search(r'<table id="metrics-table">.*?</table>', dom, re.DOTALL).group(0)
     assert "recall@1" in metrics and "0.8333" in metrics and "0.6123" in metrics
 
 

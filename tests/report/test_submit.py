@@ -58,7 +58,7 @@ def server() -> Iterator[ServerState]:
     state = ServerState()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.requests.append((dict(self.headers), body))
             if state.sleep_s:
@@ -77,7 +77,7 @@ def server() -> Iterator[ServerState]:
             except OSError:  # the client gave up (timeout test)
                 pass
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

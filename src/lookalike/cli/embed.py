@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,16 +17,16 @@ from lookalike.pipeline.specs import ModelSpec, build_embedder
 def embed(
     source: Annotated[str, typer.Argument(help="Images: a folder per class, a CSV/Parquet manifest, 'sop:ROOT'.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder the embeddings are written to.")],
-    split: Annotated[Optional[str], typer.Option(help="Embed only records of this split (query, gallery ...).")] = None,
+    split: Annotated[str | None, typer.Option(help="Embed only records of this split (query, gallery ...).")] = None,
     model: Annotated[str, typer.Option(help="Backbone name, e.g. efficientnet_lite:lite0, timm:resnet50.")] = "efficientnet_lite:lite0",
     pool: Annotated[str, typer.Option(help="Pooling: auto, gap, gem, max, cls.")] = "auto",
     head: Annotated[str, typer.Option(help="Head: none, linear:D, mlp:D.")] = "none",
     weights: Annotated[str, typer.Option(help="pretrained, none, or a local weights file.")] = "pretrained",
-    checkpoint: Annotated[Optional[str], typer.Option(help="A saved model folder (overrides --model).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="A saved model folder (overrides --model).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
-    tta: Annotated[Optional[list[str]], typer.Option(help="Test-time augmentation: flip, scale:0.8 (repeatable).")] = None,
+    tta: Annotated[list[str] | None, typer.Option(help="Test-time augmentation: flip, scale:0.8 (repeatable).")] = None,
     shard_size: Annotated[int, typer.Option(help="Images per resumable shard.")] = 10_000,
 ) -> None:
     """Embed every image of SOURCE; an interrupted run resumes from its finished shards."""

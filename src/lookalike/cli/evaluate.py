@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,17 +14,17 @@ from lookalike.pipeline.evaluate import EvaluateConfig, run_evaluation
 
 @friendly_errors
 def evaluate(
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="Dotted overrides: model.backbone=timm:resnet50 index.kind=hnsw k=20.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Images: a folder per class, a CSV/Parquet manifest, 'sop:ROOT'.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="given, all_vs_all, per_class or class_disjoint.")] = None,
-    embeddings: Annotated[Optional[str], typer.Option(help="One precomputed embedding folder, split by --protocol.")] = None,
-    query_embeddings: Annotated[Optional[str], typer.Option(help="Precomputed query embedding folder.")] = None,
-    gallery_embeddings: Annotated[Optional[str], typer.Option(help="Precomputed gallery embedding folder.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Backbone, e.g. efficientnet_lite:lite0.")] = None,
-    checkpoint: Annotated[Optional[str], typer.Option(help="Saved model folder or training checkpoint.")] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="Rejection threshold: 'no match' in results, open-set metrics.")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run folder.")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides: model.backbone=timm:resnet50 index.kind=hnsw k=20.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
+    source: Annotated[str | None, typer.Option(help="Images: a folder per class, a CSV/Parquet manifest, 'sop:ROOT'.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="given, all_vs_all, per_class or class_disjoint.")] = None,
+    embeddings: Annotated[str | None, typer.Option(help="One precomputed embedding folder, split by --protocol.")] = None,
+    query_embeddings: Annotated[str | None, typer.Option(help="Precomputed query embedding folder.")] = None,
+    gallery_embeddings: Annotated[str | None, typer.Option(help="Precomputed gallery embedding folder.")] = None,
+    model: Annotated[str | None, typer.Option(help="Backbone, e.g. efficientnet_lite:lite0.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Saved model folder or training checkpoint.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Rejection threshold: 'no match' in results, open-set metrics.")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Run folder.")] = None,
 ) -> None:
     """Score retrieval: Recall@K, Precision@10, mAP, MAP@5, MAP@R and the weighted top-k score.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,8 +19,8 @@ def index(
     kind: Annotated[str, typer.Option(help="flat, ivf_flat, ivf_pq, hnsw or exact_torch.")] = "flat",
     metric: Annotated[str, typer.Option(help="cosine, ip, l2 or l1.")] = "cosine",
     device: Annotated[str, typer.Option(help="cpu, or cuda[:N] where FAISS has GPU support.")] = "cpu",
-    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Index parameter key=value (nlist=1024, m=16, M=32, nprobe=16, ef_search=64); repeatable.")] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="Rejection threshold stored with the index.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Index parameter key=value (nlist=1024, m=16, M=32, nprobe=16, ef_search=64); repeatable.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Rejection threshold stored with the index.")] = None,
 ) -> None:
     """Build a FAISS (or exact torch) index over gallery EMBEDDINGS and save it with its ids."""
     gallery = EmbeddingSet.load(embeddings)

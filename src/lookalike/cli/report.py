@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,10 +14,10 @@ from lookalike.report import build_report
 @friendly_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `evaluate` or `train`.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file (default RUN_DIR/report.html).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file (default RUN_DIR/report.html).")] = None,
     max_points: Annotated[int, typer.Option(help="Points in the embedding map (UMAP, or PCA without umap-learn).")] = 3000,
     grid_queries: Annotated[int, typer.Option(help="Queries in each of the best / worst / random grids.")] = 5,
-    k: Annotated[Optional[int], typer.Option("-k", "--k", help="Results shown per query (default: the run's k).")] = None,
+    k: Annotated[int | None, typer.Option("-k", "--k", help="Results shown per query (default: the run's k).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random queries and subsampling.")] = 0,
 ) -> None:
     """Metrics, per-class recall, curves, embedding map, query→result grids, confusions, histograms."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,14 +22,14 @@ def search(
     queries: Annotated[str, typer.Argument(help="Query embedding folder, or query images (folder, manifest) to embed.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Results file: .csv or .json.")] = Path("results.csv"),
     k: Annotated[int, typer.Option("-k", "--k", help="Results per query.")] = 10,
-    threshold: Annotated[Optional[float], typer.Option(help="Rejection threshold (overrides the one stored with the index).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Rejection threshold (overrides the one stored with the index).")] = None,
     no_threshold: Annotated[bool, typer.Option("--no-threshold", help="Ignore the index's stored threshold.")] = False,
     exclude_self: Annotated[bool, typer.Option(help="Drop each query's own id from its results.")] = False,
     model: Annotated[str, typer.Option(help="Backbone used to embed query images.")] = "efficientnet_lite:lite0",
     pool: Annotated[str, typer.Option(help="Pooling used to embed query images.")] = "auto",
     head: Annotated[str, typer.Option(help="Head used to embed query images.")] = "none",
     weights: Annotated[str, typer.Option(help="pretrained, none, or a local weights file.")] = "pretrained",
-    checkpoint: Annotated[Optional[str], typer.Option(help="Saved model that embeds query images.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Saved model that embeds query images.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,7 +23,7 @@ def submission(
     k: Annotated[int, typer.Option("-k", "--k", help="Predictions per query.")] = 5,
     predict: Annotated[str, typer.Option(help="Kaggle CSV: 'labels' (distinct classes) or 'ids'.")] = "labels",
     no_match_token: Annotated[str, typer.Option(help="Written for 'no match'.")] = NO_MATCH_TOKEN,
-    threshold: Annotated[Optional[float], typer.Option(help="Rejection threshold (default: the one stored with the index).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Rejection threshold (default: the one stored with the index).")] = None,
     query_column: Annotated[str, typer.Option(help="Kaggle CSV: query column name.")] = "Id",
     prediction_column: Annotated[str, typer.Option(help="Kaggle CSV: prediction column name.")] = "Predicted",
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,9 +16,9 @@ from lookalike.train.run import run_training
 
 @friendly_errors
 def train(
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="Dotted overrides: optim.lr=1e-4 trainer.max_epochs=5 finetune.strategy=lora.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run folder (resumes from its last checkpoint).")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides: optim.lr=1e-4 trainer.max_epochs=5 finetune.strategy=lora.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Run folder (resumes from its last checkpoint).")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html into the run folder.")] = True,
 ) -> None:
     """Train with Lightning; validate retrieval each epoch; keep the best checkpoint; export it."""

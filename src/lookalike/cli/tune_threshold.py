@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -24,7 +24,7 @@ def tune_threshold(
     percentile: Annotated[float, typer.Option(help="Percentile rule shown for comparison.")] = 90.0,
     metric: Annotated[str, typer.Option(help="cosine, ip, l2 or l1.")] = "cosine",
     seed: Annotated[int, typer.Option(help="Seed of the held-out classes.")] = 0,
-    index: Annotated[Optional[Path], typer.Option(help="Index folder to store the threshold in (used by search and evaluate).")] = None,
+    index: Annotated[Path | None, typer.Option(help="Index folder to store the threshold in (used by search and evaluate).")] = None,
 ) -> None:
     """Tune the rejection threshold on validation queries and gallery; optionally store it in an index."""
     query = EmbeddingSet.load(query_embeddings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+
 import torch
 from PIL import Image
 from torch.utils.data import Dataset

@@ -210,7 +210,7 @@ def export_fashion_mnist(
             "dataset": "fashion-mnist",
             "split": split,
             "limit_per_class": limit_per_class,
-            "images": int(len(chosen)),
+            "images": len(chosen),
             "per_class": {name: int(c) for name, c in zip(FASHION_MNIST_CLASSES, counts)},
         },
     )

@@ -97,9 +97,8 @@ class EmbeddingSet:
         """Write the set to ``folder`` atomically (``info.json`` last); returns the folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / EMBEDDINGS_FILE) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, self.embeddings)
+        with atomic_path(folder / EMBEDDINGS_FILE) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, self.embeddings)
         frame = pd.DataFrame({"id": self.ids, "path": self.paths, "label": self.labels})
         with atomic_path(folder / RECORDS_FILE) as tmp:
             frame.to_parquet(tmp, index=False)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from rich.progress import Progress
 
 from lookalike.config import save_config

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from lookalike.embed.store import EmbeddingSet
 from rich.progress import Progress
 
+from lookalike.embed.store import EmbeddingSet
 from lookalike.index import Index, create_index, load_index, save_index
 from lookalike.search.result import SearchResult
 from lookalike.search.topk import drop_rows, search, self_exclusion

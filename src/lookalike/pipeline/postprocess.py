@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.embed.store import EmbeddingSet
-from lookalike.metrics.ranking import DEFAULT_TOPK_WEIGHTS, map_at_k, map_at_r, precision_at_k, recall_at_k, weighted_topk
+from lookalike.metrics.ranking import (
+    DEFAULT_TOPK_WEIGHTS,
+    map_at_k,
+    map_at_r,
+    precision_at_k,
+    recall_at_k,
+    weighted_topk,
+)
 from lookalike.search.rerank import database_augmentation, k_reciprocal_rerank, query_expansion
 from lookalike.search.result import SearchResult
 from lookalike.search.topk import search_embeddings

@@ -35,7 +35,6 @@ from lookalike.report.plots import (
 from lookalike.report.projection import project_sets
 from lookalike.report.run_folder import RunFolder
 
-
 NO_MATCH_ID = "no_match"
 SIMILARITY_PAIRS = 100_000
 CONFUSED_PAIRS = 20
