@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _images import write_random_jpegs
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -51,15 +52,6 @@ def plain_loop(model: torch.nn.Module, paths: list[Path], batch_size: int, worke
     return np.concatenate(parts)
 
 
-def _write_images(folder: Path, n: int) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        label = folder / f"class_{i % 10}"
-        label.mkdir(parents=True, exist_ok=True)
-        pixels = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(label / f"{i:05d}.jpg", quality=90)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, help="A folder per class (default: random JPEGs)")
@@ -73,7 +65,7 @@ def main() -> None:
         root = args.images
         if root is None:
             root = Path(scratch) / "images"
-            _write_images(root, args.n)
+            write_random_jpegs(root, args.n, classes=10)
         images = load_source(root)
         images.records = images.records[: args.n]
         paths = [record.path for record in images]

@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
+from _images import write_random_jpegs
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -199,15 +199,6 @@ def lookalike_training(
     return timer.end - timer.start, timer.images, float(torch.stack(timer.losses).mean())
 
 
-def _write_images(folder: Path, n: int) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        label = folder / f"class_{i % 16:02d}"
-        label.mkdir(parents=True, exist_ok=True)
-        pixels = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(label / f"{i:05d}.jpg", quality=90)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, help="A folder per class (default: random JPEGs)")
@@ -242,7 +233,7 @@ def main() -> None:
         root = args.images
         if root is None:
             root = Path(scratch) / "images"
-            _write_images(root, args.n)
+            write_random_jpegs(root, args.n, classes=16)
         config = TrainConfig(
             model=ModelSpec(
                 backbone=args.model, pool=args.pool, head=args.head, weights=args.weights

@@ -143,13 +143,7 @@ def load_index(
         ValueError: The fingerprints differ, or the files disagree with each other.
     """
     folder = Path(folder)
-    metadata_path = folder / METADATA_FILE
-    if not metadata_path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a complete index folder (missing {METADATA_FILE}); "
-            "run `lookalike index` to create it"
-        )
-    stored = json.loads(metadata_path.read_text())
+    stored = read_index_metadata(folder)
     fingerprint = stored.get("fingerprint")
     if expected_fingerprint is not None:
         if fingerprint is None:
@@ -202,12 +196,18 @@ def set_index_threshold(folder: str | Path, threshold: float | None) -> Path:
     """
     folder = Path(folder)
     metadata_path = folder / METADATA_FILE
+    metadata = read_index_metadata(folder)
+    metadata.setdefault("extra", {})["threshold"] = None if threshold is None else float(threshold)
+    atomic_write_json(metadata_path, metadata)
+    return folder
+
+
+def read_index_metadata(folder: str | Path) -> dict[str, Any]:
+    """The raw ``index.json`` of an index folder; a one-line error when there is none."""
+    metadata_path = Path(folder) / METADATA_FILE
     if not metadata_path.is_file():
         raise FileNotFoundError(
             f"{folder} is not a complete index folder (missing {METADATA_FILE}); "
             "run `lookalike index` to create it"
         )
-    metadata = json.loads(metadata_path.read_text())
-    metadata.setdefault("extra", {})["threshold"] = None if threshold is None else float(threshold)
-    atomic_write_json(metadata_path, metadata)
-    return folder
+    return json.loads(metadata_path.read_text())

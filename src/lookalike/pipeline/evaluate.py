@@ -13,7 +13,6 @@ configured index, as a deployment would serve it.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from lookalike.data.protocols import make_split
 from lookalike.data.sources import load_source
 from lookalike.embed.extract import embed_image_set
 from lookalike.embed.store import EmbeddingSet
-from lookalike.index.io import METADATA_FILE
+from lookalike.index.io import read_index_metadata
 from lookalike.metrics import evaluate_retrieval
 from lookalike.models import Embedder
 from lookalike.pipeline.open_set import (
@@ -311,10 +310,7 @@ def resolve_threshold(spec: RejectionSpec) -> float | None:
     """The rejection threshold: the one given, else the one stored with ``spec.index``."""
     if spec.threshold is not None or not spec.index:
         return spec.threshold
-    metadata = Path(spec.index) / METADATA_FILE
-    if not metadata.is_file():
-        raise FileNotFoundError(f"{spec.index} is not an index folder (missing {METADATA_FILE})")
-    value = json.loads(metadata.read_text()).get("extra", {}).get("threshold")
+    value = read_index_metadata(spec.index).get("extra", {}).get("threshold")
     if value is None:
         raise ValueError(
             f"the index at {spec.index} stores no threshold; run `lookalike tune-threshold` first"
