@@ -42,6 +42,7 @@ test: setup data browser
 bench: setup
 	$(BIN)/python benchmarks/embed_throughput.py
 	$(BIN)/python benchmarks/search_speed.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) demo_output
