@@ -82,6 +82,7 @@ def training_curves(history: pd.DataFrame) -> Figure | None:
         column
         for column in history.columns
         if column not in ("step", "epoch")
+        and "n_queries" not in column  # counts, not curves
         and pd.api.types.is_numeric_dtype(history[column])
         and history[column].notna().any()
     ]

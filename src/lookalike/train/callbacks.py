@@ -157,7 +157,6 @@ def plot_curves(rows: list[dict[str, float]]) -> bytes:
     from lookalike.report.plots import figure_to_png, training_curves
 
     history = pd.DataFrame(rows).drop(columns=["step"], errors="ignore")
-    history = history[[c for c in history.columns if not c.startswith("val/n_queries")]]
     figure = training_curves(history)
     if figure is None:
         raise ValueError("no logged values to plot yet")
