@@ -23,6 +23,7 @@ from rich.progress import Progress
 
 from lookalike.config import save_config
 from lookalike.data.protocols import make_split
+from lookalike.data.records import ImageSet
 from lookalike.data.sources import load_source
 from lookalike.embed.extract import embed_image_set
 from lookalike.embed.store import EmbeddingSet
@@ -37,7 +38,7 @@ from lookalike.pipeline.open_set import (
 from lookalike.pipeline.postprocess import PostprocessSpec, compare_variants, write_variants_csv
 from lookalike.pipeline.specs import EmbedSpec, IndexSpec, ModelSpec, build_embedder
 from lookalike.report.html import build_report
-from lookalike.search.topk import search_embeddings
+from lookalike.search.topk import search_embeddings, self_exclusion
 from lookalike.search.writers import write_results
 from lookalike.utils.atomic import atomic_write_json
 
@@ -166,9 +167,7 @@ def embed_query_gallery(
 
     if split.exclude_self:
         gallery = embed(split.gallery, "all")
-        row_of = {image_id: row for row, image_id in enumerate(gallery.ids)}
-        wanted = [row_of[record.id] for record in split.query if record.id in row_of]
-        return gallery.select(np.asarray(wanted, dtype=np.int64)), gallery, True
+        return rows_of(gallery, split.query), gallery, True
     return embed(split.query, "query"), embed(split.gallery, "gallery"), False
 
 
@@ -177,18 +176,13 @@ def split_embeddings(
 ) -> tuple[EmbeddingSet, EmbeddingSet, bool]:
     """Split one precomputed embedding folder by the protocol, as a source of images would be."""
     split = make_split(embeddings.to_image_set(), config.protocol, **config.protocol_args)
-    row_of = {image_id: row for row, image_id in enumerate(embeddings.ids)}
-
-    def rows(images: Any) -> EmbeddingSet:
-        return embeddings.select(np.asarray([row_of[r.id] for r in images], dtype=np.int64))
-
-    return rows(split.query), rows(split.gallery), split.exclude_self
+    return rows_of(embeddings, split.query), rows_of(embeddings, split.gallery), split.exclude_self
 
 
-def own_rows(query: EmbeddingSet, gallery: EmbeddingSet) -> np.ndarray:
-    """``(Q,)`` gallery row holding each query's own image (-1 where it has none)."""
-    row_of = {image_id: row for row, image_id in enumerate(gallery.ids)}
-    return np.array([row_of.get(image_id, -1) for image_id in query.ids], dtype=np.int64)
+def rows_of(embeddings: EmbeddingSet, images: ImageSet) -> EmbeddingSet:
+    """The rows of ``embeddings`` holding ``images``, in their order (unreadable ones absent)."""
+    rows = self_exclusion(images.ids, embeddings.ids)
+    return embeddings.select(rows[rows >= 0])
 
 
 def run_evaluation(config: EvaluateConfig, embedder: Embedder | None = None) -> EvaluateOutcome:
@@ -282,7 +276,7 @@ def score(
         ks=tuple(config.recall_ks),
         map_at_k=config.map_at_k,
         weights=_weights(config),
-        self_index=own_rows(query, gallery) if queries_in_gallery else None,
+        self_index=self_exclusion(query.ids, gallery.ids) if queries_in_gallery else None,
         progress=True,
     )
 
