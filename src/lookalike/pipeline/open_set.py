@@ -27,6 +27,7 @@ from lookalike.search.rejection import (
     holdout_distractors,
     map_at_k_with_rejection,
     nearest_positive_scores,
+    objective_depth,
     open_set_roc,
     percentile_threshold,
     tune_threshold,
@@ -185,7 +186,7 @@ def tune_rejection(
             "tuning a threshold needs both genuine and distractor queries; give unlabelled "
             "distractor queries or a holdout_fraction in (0, 1)"
         )
-    depth = _depth(spec.objective, weights)
+    depth = objective_depth(spec.objective, weights)
     result = search_embeddings(query, gallery, k=min(depth, len(gallery)), metric=metric, exclude_self=exclude_self)
     labels = gallery_labels_with_distractors(gallery)
     threshold, curve = tune_threshold(result, query_labels, labels, spec.objective, weights=weights)
@@ -233,13 +234,3 @@ def rejection_metrics(
         point = fnmr_at_fmr(result, query_labels, labels, (1e-2,))[0]
         metrics["fnmr@fmr=0.01"] = point.fnmr
     return metrics
-
-
-def _depth(objective: str, weights: Mapping[int, float]) -> int:
-    if objective == "f1":
-        return 1
-    if objective == "weighted_topk":
-        return int(max(weights))
-    if objective.startswith("map@") and objective[4:].isdigit():
-        return int(objective[4:])
-    raise ValueError(f"unknown objective {objective!r}; valid names: map@K (e.g. map@5), weighted_topk, f1")

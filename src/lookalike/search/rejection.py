@@ -205,7 +205,8 @@ def _f1(genuine: np.ndarray, accepts: np.ndarray) -> float:
     return 2.0 * true_positive / denominator if denominator else 0.0
 
 
-def _objective_depth(objective: str, weights: Mapping[int, float]) -> int:
+def objective_depth(objective: str, weights: Mapping[int, float]) -> int:
+    """How many ranks ``objective`` looks at: K of "map@K", the largest weighted cut-off, 1 for F1."""
     if objective == "f1":
         return 1
     if objective == "weighted_topk":
@@ -264,7 +265,7 @@ def tune_threshold(
         ``(threshold, objective value)`` rows sorted by threshold.
     """
     weights = DEFAULT_TOPK_WEIGHTS if weights is None else weights
-    depth = _objective_depth(objective, weights)
+    depth = objective_depth(objective, weights)
     relevant, genuine, num_relevant = _relevance(result, query_labels, gallery_labels, depth)
     goodness = _goodness(result)
     hib = result.higher_is_better
