@@ -53,16 +53,12 @@ from lookalike.data.records import ImageSet
 from lookalike.losses import create_loss
 from lookalike.models import create_embedder
 from lookalike.models.embedder import Embedder
-from lookalike.pipeline.specs import ModelSpec, build_embedder
+from lookalike.models.spec import ModelSpec, build_embedder
+from lookalike.train.augment import train_transform
 from lookalike.train.config import DataSpec, TrainConfig, resolve_precision
-from lookalike.train.data import (
-    RetrievalDataModule,
-    load_training_data,
-    resize_preprocessing,
-    train_transform,
-)
+from lookalike.train.data import RetrievalDataModule, load_training_data, resize_preprocessing
+from lookalike.train.loggers import make_loggers
 from lookalike.train.module import RetrievalModule
-from lookalike.train.run import make_loggers
 
 
 class PlainImages(Dataset):

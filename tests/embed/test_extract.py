@@ -136,6 +136,19 @@ def test_order_preserved_with_workers_and_progress_bar(image_set: ImageSet) -> N
     np.testing.assert_allclose(result.embeddings, _naive(model, image_set.paths), atol=1e-5)
 
 
+def test_progress_callback_counts_every_image_once_resumed_shards_first(
+    image_set: ImageSet, tmp_path: Path
+) -> None:
+    settings = {"batch_size": 2, "shard_size": 3, "output_dir": tmp_path / "run"}
+    advances: list[int] = []
+    embed_image_set(_embedder(), image_set, device="cpu", progress=advances.append, **settings)  # type: ignore[arg-type]
+    assert advances == [2, 1, 2, 1, 2]  # batches never cross the shards [0,3) [3,6) [6,8)
+    (tmp_path / "run" / "shards" / "shard_00002.npz").unlink()
+    advances.clear()
+    embed_image_set(_embedder(), image_set, device="cpu", progress=advances.append, **settings)  # type: ignore[arg-type]
+    assert advances == [6, 2]
+
+
 def test_broken_images_are_skipped_and_reported(
     image_set: ImageSet, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

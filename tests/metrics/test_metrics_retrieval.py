@@ -15,8 +15,25 @@ from lookalike.metrics import (
     recall_at_k,
     relevance_from_labels,
 )
+from lookalike.metrics.retrieval import metrics_depth, retrieval_metrics
+from lookalike.ranking import rank
 
 WEIGHTS = {1: 600, 5: 300, 10: 100}
+
+def _with_per_query(query_embeddings, query_labels, gallery_embeddings, gallery_labels, *,
+                    self_index=None, junk=None, chunk_size=1024, device="cpu", metric="cosine",
+                    **metric_options):
+    """Rank, then score with per-query values (the library's two steps)."""
+    ranking = rank(
+        query_embeddings, gallery_embeddings, query_labels, gallery_labels, metric=metric,
+        k=metrics_depth(metric_options.get("ks", (1, 5, 10)), metric_options.get("precision_ks", (10,)),
+                        metric_options.get("map_at_k", 5), metric_options.get("weights")),
+        exclude_rows=self_index, junk=junk, allow_unlabelled=False, chunk_size=chunk_size,
+        device=device,
+    )
+    scored = retrieval_metrics(ranking, **metric_options)
+    return scored.summary, scored.per_query
+
 
 
 def _tied_data(seed: int, queries: int = 14, gallery: int = 40):
@@ -116,11 +133,10 @@ def _case(name: str, seed: int):
 @pytest.mark.parametrize("skip", [True, False])
 def test_matches_naive_full_sort(metric: str, case: str, skip: bool) -> None:
     queries, query_labels, gallery, gallery_labels, self_index, junk = _case(case, seed=len(case))
-    summary, per_query = evaluate_retrieval(
+    summary, per_query = _with_per_query(
         queries, query_labels, gallery, gallery_labels, metric=metric, ks=(1, 2, 5, 10),
         self_index=self_index, junk=junk, weights=WEIGHTS, chunk_size=5,
-        skip_queries_without_positives=skip, return_per_query=True,
-    )
+        skip_queries_without_positives=skip)
     expected, expected_per_query, rankings, evaluated = _naive_evaluate(
         queries, query_labels, gallery, gallery_labels, metric, self_index, junk, skip
     )
@@ -146,10 +162,9 @@ def test_matches_naive_full_sort(metric: str, case: str, skip: bool) -> None:
 def test_chunk_size_does_not_change_anything() -> None:
     queries, query_labels, gallery, gallery_labels, self_index, junk = _case("self_and_junk", 4)
     results = [
-        evaluate_retrieval(
+        _with_per_query(
             queries, query_labels, gallery, gallery_labels, metric="ip", self_index=self_index,
-            junk=junk, chunk_size=chunk, return_per_query=True,
-        )
+            junk=junk, chunk_size=chunk)
         for chunk in (1, 7, len(queries), 1000)
     ]
     summary, per_query = results[0]
@@ -167,10 +182,9 @@ def test_agrees_with_pure_functions_on_its_own_neighbours() -> None:
     gallery = rng.normal(size=(60, 8)).astype(np.float32)
     gallery_labels = rng.integers(0, 8, 60)
     queries = gallery[:20]
-    summary, per_query = evaluate_retrieval(
+    summary, per_query = _with_per_query(
         queries, gallery_labels[:20], gallery, gallery_labels, self_index=np.arange(20),
-        skip_queries_without_positives=False, return_per_query=True,
-    )
+        skip_queries_without_positives=False)
     matches, num_relevant = relevance_from_labels(
         per_query.neighbours.indices, gallery_labels[:20], gallery_labels
     )
@@ -196,10 +210,8 @@ def test_labels_are_arbitrary_hashables() -> None:
 
 def test_padding_when_the_gallery_is_smaller_than_k() -> None:
     gallery = np.eye(4, dtype=np.float32)
-    summary, per_query = evaluate_retrieval(
-        gallery, [0, 0, 1, 1], gallery, [0, 0, 1, 1], self_index=np.arange(4),
-        return_per_query=True,
-    )
+    summary, per_query = _with_per_query(
+        gallery, [0, 0, 1, 1], gallery, [0, 0, 1, 1], self_index=np.arange(4))
     assert per_query.neighbours.indices.shape == (4, 10)
     assert (per_query.neighbours.indices[:, 3:] == -1).all()
     assert np.isneginf(per_query.neighbours.scores[:, 3:]).all()
@@ -221,7 +233,7 @@ def test_bad_input_raises_clear_errors() -> None:
         evaluate_retrieval(x, labels[:2], x, labels)
     with pytest.raises(ValueError, match=r"gallery_labels\[1\] is None"):
         evaluate_retrieval(x, labels, x, [0, None, 2])
-    with pytest.raises(ValueError, match="self_index"):
+    with pytest.raises(ValueError, match="exclude_rows"):
         evaluate_retrieval(x, labels, x, labels, self_index=np.array([0, 1, 3]))
     with pytest.raises(ValueError, match="junk"):
         evaluate_retrieval(x, labels, x, labels, junk=[[0], [1]])
@@ -238,10 +250,9 @@ def test_bad_input_raises_clear_errors() -> None:
 def test_cuda_matches_cpu() -> None:
     queries, query_labels, gallery, gallery_labels, self_index, junk = _case("self_and_junk", 9)
     results = [
-        evaluate_retrieval(
+        _with_per_query(
             queries, query_labels, gallery, gallery_labels, metric="ip", self_index=self_index,
-            junk=junk, chunk_size=4, device=device, return_per_query=True,
-        )
+            junk=junk, chunk_size=4, device=device)
         for device in ("cpu", "cuda")
     ]
     assert results[0][0] == results[1][0]

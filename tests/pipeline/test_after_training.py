@@ -6,34 +6,49 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lookalike.embed.store import EmbeddingSet
-from lookalike.metrics import evaluate_retrieval
 from lookalike.pipeline.after_training import evaluate_trained_model
 from lookalike.report import build_report
 from lookalike.train.run import run_training
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from test_run import tiny_config, write_images  # noqa: E402
+from naive_metrics import naive_retrieval_metrics
+from tiny_training import tiny_config, write_images
 
 
 @pytest.mark.slow
-def test_test_split_metrics_and_report_after_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_test_split_metrics_and_report_after_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "umap", None)  # PCA map: no numba compile
-    config = tiny_config(write_images(tmp_path / "images"), tmp_path / "run", "trainer.max_epochs=1")
+    images = write_images(tmp_path / "images")
+    config = tiny_config(images, tmp_path / "run", "trainer.max_epochs=1")
     outcome = run_training(config)
     evaluation = evaluate_trained_model(config, outcome, train_sample=10)
 
-    # The test split (class_disjoint: the last 2 of 8 classes, all against all) scored afresh.
-    test = EmbeddingSet.load(evaluation.output / "embeddings" / "all")
-    assert sorted(set(test.labels)) == ["c6", "c7"]
-    expected = evaluate_retrieval(test.embeddings, test.labels, test.embeddings, test.labels, self_index=np.arange(len(test)))
-    assert evaluation.metrics["map@r"] == pytest.approx(expected["map@r"])
+    # The test split (class_disjoint: the last 2 of 8 classes, all against all), scored afresh
+    # from the embeddings the test run wrote, by the naive reference.
+    tested = json.loads((evaluation.output / "run.json").read_text())
+    assert tested["exclude_self"] and tested["metric"] == "cosine"
+    query = EmbeddingSet.load(evaluation.output / tested["query_embeddings"])
+    gallery = EmbeddingSet.load(evaluation.output / tested["gallery_embeddings"])
+    assert sorted(set(gallery.labels)) == ["c6", "c7"] and len(gallery) == 12
+    assert set(query.ids) <= set(gallery.ids)
+    expected = naive_retrieval_metrics(
+        query.embeddings, query.labels, gallery.embeddings, gallery.labels,
+        query_ids=query.ids, gallery_ids=gallery.ids,
+    )
+    assert expected["n_queries"] == 12 and expected["n_queries_without_positives"] == 0
+
+    reported = json.loads((evaluation.output / "metrics.json").read_text())
+    assert {key: reported[key] for key in expected} == pytest.approx(expected, abs=1e-6)
+    assert {key: evaluation.metrics[key] for key in expected} == pytest.approx(expected, abs=1e-6)
 
     record = json.loads((outcome.output / "run.json").read_text())
-    assert record["kind"] == "train" and record["test_metrics"]["map@r"] == pytest.approx(expected["map@r"])
+    assert record["kind"] == "train"
+    assert {key: record["test_metrics"][key] for key in expected} == pytest.approx(
+        expected, abs=1e-6
+    )
     train = EmbeddingSet.load(outcome.output / record["train_embeddings"])
     assert len(train) == 10 and set(train.labels) <= {f"c{i}" for i in range(6)}
     page = build_report(outcome.output).read_text()

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EmbeddingSet
+from lookalike.models.spec import ModelSpec
 from lookalike.pipeline.evaluate import EvaluateConfig, run_evaluation
-from lookalike.pipeline.specs import EmbedSpec, ModelSpec
 
 TINY_MODEL = ModelSpec(backbone="timm:resnet18", pool="gap", weights="none")
 

@@ -89,3 +89,57 @@ def test_without_distractors_whole_classes_are_held_out() -> None:
     assert len(outcome.held_out_classes) == 2
     with pytest.raises(ValueError, match="genuine and distractor"):
         tune_rejection(genuine, gallery, RejectionSpec(holdout_fraction=0.0))
+
+
+def test_tune_and_save_writes_the_tuned_threshold_into_the_index(tmp_path: Path) -> None:
+    from lookalike.pipeline.indexing import build_index
+    from lookalike.pipeline.open_set import tune_and_save_threshold
+
+    query, gallery = _data(1)
+    query.save(tmp_path / "q")
+    gallery.save(tmp_path / "g")
+    build_index(gallery, tmp_path / "index")
+    saved = tune_and_save_threshold(tmp_path / "q", tmp_path / "g", RejectionSpec(objective="map@5"),
+                                    output=tmp_path / "tuned", index=tmp_path / "index")
+    direct = tune_rejection(query, gallery, RejectionSpec(objective="map@5"))
+    assert saved.outcome.threshold == pytest.approx(direct.threshold)
+    assert saved.path == tmp_path / "tuned" / "threshold.json" and saved.plot.is_file()
+    assert json.loads(saved.path.read_text())["threshold"] == pytest.approx(direct.threshold)
+    stored = json.loads((tmp_path / "index" / "index.json").read_text())["extra"]["threshold"]
+    assert stored == pytest.approx(direct.threshold) and saved.index == tmp_path / "index"
+
+
+def test_tune_and_save_guesses_self_exclusion_from_ids(tmp_path: Path) -> None:
+    from lookalike.pipeline.open_set import tune_and_save_threshold
+
+    _, gallery = _data(3)
+    query = gallery.select(np.arange(0, 24, 2))  # every query is a gallery image
+    spec = RejectionSpec(objective="map@5", holdout_fraction=0.25)
+    saved = tune_and_save_threshold(query, gallery, spec, output=tmp_path / "tuned")
+    excluded = tune_rejection(query, gallery, spec, exclude_self=True)
+    assert saved.outcome.threshold == pytest.approx(excluded.threshold)
+    assert saved.outcome.value == pytest.approx(excluded.value)
+    assert saved.index is None
+
+
+@pytest.mark.parametrize("damage", ["missing", "no_state", "corrupt_json", "other_metric", "other_model"])
+def test_a_bad_index_fails_before_anything_is_written(tmp_path: Path, damage: str) -> None:
+    from lookalike.pipeline.indexing import build_index
+    from lookalike.pipeline.open_set import tune_and_save_threshold
+
+    query, gallery = _data(1)
+    gallery.info["fingerprint"] = "abcd"
+    folder = tmp_path / "index"
+    build_index(gallery, folder, metric="l2" if damage == "other_metric" else "cosine")
+    if damage == "missing":
+        folder = tmp_path / "no_such_index"
+    elif damage == "no_state":
+        (folder / "index.faiss").unlink()
+    elif damage == "corrupt_json":
+        (folder / "index.json").write_text("{not json")
+    elif damage == "other_model":
+        gallery.info["fingerprint"] = "ef01"
+    error = FileNotFoundError if damage in ("missing", "no_state") else ValueError
+    with pytest.raises(error, match=str(folder)):
+        tune_and_save_threshold(query, gallery, output=tmp_path / "tuned", index=folder)
+    assert not (tmp_path / "tuned").exists()

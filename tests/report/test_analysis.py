@@ -9,8 +9,8 @@ import pytest
 
 from lookalike.embed.store import EmbeddingSet
 from lookalike.index.metrics import get_metric
+from lookalike.ranking import UNLABELLED, Ranking, rank
 from lookalike.report.analysis import (
-    UNLABELLED,
     analyse_ranking,
     confused_pairs,
     paired_scores,
@@ -20,6 +20,14 @@ from lookalike.report.analysis import (
     select_queries,
     similarity_samples,
 )
+from lookalike.search.topk import self_exclusion
+
+
+def _ranking(query: EmbeddingSet, gallery: EmbeddingSet, exclude_self: bool) -> Ranking:
+    """The run's ranking, as ``evaluate`` saves it for the report."""
+    own = self_exclusion(query.ids, gallery.ids) if exclude_self else None
+    return rank(query.embeddings, gallery.embeddings, query.labels, gallery.labels, k=10,
+                exclude_rows=own)
 
 
 def _sets(seed: int = 0, with_distractors: bool = True) -> tuple[EmbeddingSet, EmbeddingSet]:
@@ -73,7 +81,7 @@ def test_per_class_recall_confusions_and_predictions_match_naive_loops(exclude_s
         rows = [0, 1, 2, 5, 6, 9, 10, 13, 20, 21, 23]
         query = gallery.select(rows)
         own = dict(enumerate(rows))
-    analysis = analyse_ranking(query, gallery, "cosine", k=4, exclude_self=exclude_self)
+    analysis = analyse_ranking(_ranking(query, gallery, exclude_self), k=4)
     labelled = [label for label in query.labels if label is not None]
     top1 = _naive_top1(query, gallery, own)
     assert analysis.top1_labels == top1
@@ -112,7 +120,7 @@ def test_confused_pairs_order_and_limit() -> None:
 def test_analysis_needs_labels() -> None:
     query, gallery = _sets()
     unlabelled = EmbeddingSet(query.embeddings, query.ids, query.paths, [None] * len(query))
-    assert analyse_ranking(unlabelled, gallery) is None
+    assert analyse_ranking(_ranking(unlabelled, gallery, False)) is None
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2", "l1"])

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from lookalike.embed.store import EmbeddingSet
+from lookalike.ranking import rank
 from lookalike.report.html import build_report
 from lookalike.report.markup import format_value
 from lookalike.search.topk import search_embeddings
@@ -79,6 +80,11 @@ def make_run(root: Path, *, train: bool = True, threshold: float | None = 0.5) -
             "epoch": [0, 0, 1, 1], "step": [10, 20, 30, 40],
             "train/loss": [1.0, 0.8, 0.6, 0.5], "val/map@r": [np.nan, 0.4, np.nan, 0.6],
         }).to_csv(run / "history.csv", index=False)
+    # The job's own ranking, saved beside run.json: the report reads it and never ranks.
+    rank(query.embeddings, gallery.embeddings, query.labels, gallery.labels, k=10).save(
+        run / "ranking.npz"
+    )
+    settings["ranking"] = "ranking.npz"
     (run / "run.json").write_text(json.dumps(settings))
     (run / "metrics.json").write_text(json.dumps(
         {"recall@1": 0.8333, "recall@5": 1.0, "map@r": 0.61234, "n_queries": 6}))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.report.run_folder import load_run_folder, parse_settings
+from lookalike.report.run_folder import load_run_folder
 
 
 def test_reads_what_exists_and_lists_the_rest(tmp_path: Path) -> None:
@@ -28,26 +28,7 @@ def test_reads_what_exists_and_lists_the_rest(tmp_path: Path) -> None:
     assert results["rank"].tolist() == [1, 1, 2]
     assert results["gallery_id"].tolist() == ["a", "no_match", "b"]
     assert results["score"].isna().tolist() == [False, True, False]
-    assert folder.embedding_path("query_embeddings") == tmp_path / "q"
-    assert folder.embedding_path("gallery_embeddings") == Path("/abs/g")
-    assert folder.embedding_path("train_embeddings") is None
-    with pytest.raises(ValueError, match="valid names"):
-        folder.embedding_path("test_embeddings")
-
-
-@pytest.mark.parametrize(
-    ("raw", "message"),
-    [
-        ([], "must hold a JSON object"),
-        ({"kind": "serve"}, "valid names: evaluate, train"),
-        ({"metric": "hamming"}, "valid names: cosine, ip, l1, l2"),
-        ({"threshold": "high"}, "threshold must be a number"),
-        ({"k": 0}, "k must be a positive integer"),
-    ],
-)
-def test_bad_settings(raw: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_settings(raw, Path("run.json"))
+    assert folder.load_ranking() is None
 
 
 def test_malformed_files_name_themselves(tmp_path: Path) -> None:

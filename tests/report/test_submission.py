@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lookalike.index.result import SearchResult
 from lookalike.report.submission import (
     NO_MATCH_TOKEN,
     insert_no_match,
@@ -15,7 +16,6 @@ from lookalike.report.submission import (
     write_competition_json,
     write_kaggle_csv,
 )
-from lookalike.search.result import SearchResult
 
 GALLERY_SIZE = 20
 QUERIES = 7

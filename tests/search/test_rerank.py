@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lookalike.index.result import SearchResult
 from lookalike.search.rerank import database_augmentation, k_reciprocal_rerank, query_expansion
-from lookalike.search.result import SearchResult
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

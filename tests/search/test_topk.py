@@ -7,7 +7,7 @@ import pytest
 
 from lookalike.embed.store import EmbeddingSet
 from lookalike.index import create_index, exact_search
-from lookalike.search.result import SearchResult
+from lookalike.index.result import SearchResult
 from lookalike.search.topk import drop_rows, search, search_embeddings, self_exclusion
 
 
@@ -95,3 +95,56 @@ def test_self_exclusion_map_and_errors(gallery_rows: np.ndarray) -> None:
     narrow = embedding_set(gallery_rows[:5, :4], "q")
     with pytest.raises(ValueError, match="dimension 4 but gallery embeddings 8"):
         search_embeddings(narrow, embedding_set(gallery_rows, "g"), 3)
+
+
+def _naive_ranking(queries: np.ndarray, gallery: np.ndarray, k: int, exclude: np.ndarray) -> np.ndarray:
+    """Squared-L2 argsort of every gallery row, the excluded row dropped, ``k`` kept, -1 padded."""
+    rows = []
+    for q, query in enumerate(queries):
+        order = [int(i) for i in np.argsort(((gallery - query) ** 2).sum(axis=1), kind="stable")]
+        order = [i for i in order if i != exclude[q]][:k]
+        rows.append(order + [-1] * (k - len(order)))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("kind", ["flat", "exact_torch"])
+@pytest.mark.parametrize("k", [1, 4, 11, 12, 40])
+def test_search_exclude_rows_against_naive_argsort(gallery_rows: np.ndarray, kind: str, k: int) -> None:
+    gallery = gallery_rows[:12]
+    queries = np.concatenate([gallery[[3, 0, 11]], gallery_rows[50:52]])
+    exclude = np.array([3, 0, 11, -1, -1])
+    index = create_index(kind, 8, "l2")
+    index.add(gallery)
+    result = search(index, queries, k, exclude_rows=exclude, batch_size=2)
+    kept = min(k, 12)  # clamped to the index size
+    assert result.indices.shape == (5, kept)
+    np.testing.assert_array_equal(result.indices, _naive_ranking(queries, gallery, kept, exclude))
+    padded = result.indices == -1
+    assert np.isposinf(result.scores[padded]).all() and np.isfinite(result.scores[~padded]).all()
+    # A query that is no gallery row loses nothing; one that is loses its own row only.
+    assert (result.indices[3:] >= 0).all()
+    assert padded[:3].sum(axis=1).tolist() == ([1, 1, 1] if k >= 12 else [0, 0, 0])
+
+
+def test_search_clamps_k_to_the_index_size(gallery_rows: np.ndarray) -> None:
+    index = create_index("flat", 8, "cosine")
+    index.add(gallery_rows[:6])
+    result = search(index, gallery_rows[10:13], 50)
+    assert result.k == 6 and (result.indices >= 0).all()
+    np.testing.assert_array_equal(np.sort(result.indices, axis=1), np.tile(np.arange(6), (3, 1)))
+
+
+@pytest.mark.parametrize("k", [0, -5])
+def test_search_refuses_k_below_one_naming_the_value(gallery_rows: np.ndarray, k: int) -> None:
+    index = create_index("flat", 8, "l2")
+    index.add(gallery_rows)
+    for exclude in (None, np.arange(3)):
+        with pytest.raises(ValueError, match=rf"k must be at least 1, got {k}\b"):
+            search(index, gallery_rows[:3], k, exclude_rows=exclude)
+
+
+def test_search_refuses_exclude_rows_of_another_length(gallery_rows: np.ndarray) -> None:
+    index = create_index("flat", 8, "l2")
+    index.add(gallery_rows)
+    with pytest.raises(ValueError, match="exclude_rows has 2 entries but there are 3 queries"):
+        search(index, gallery_rows[:3], 4, exclude_rows=np.array([0, 1]))

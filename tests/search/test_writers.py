@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lookalike.search.result import SearchResult
+from lookalike.index.result import SearchResult
 from lookalike.search.writers import ranked_rows, write_results
 
 

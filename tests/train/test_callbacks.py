@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from lookalike.losses import create_loss
 from lookalike.models import create_embedder, load_embedder
 from lookalike.models.preprocessing import Preprocessing
+from lookalike.models.training_checkpoint import load_embedder_from_checkpoint, read_checkpoint
 from lookalike.train import callbacks
 from lookalike.train.callbacks import (
     AtomicCheckpointIO,
@@ -20,8 +21,8 @@ from lookalike.train.callbacks import (
     plot_curves,
     remove_stale_temporaries,
 )
-from lookalike.train.data import collate_train
-from lookalike.train.export import export_checkpoint, load_embedder_from_checkpoint, read_checkpoint
+from lookalike.train.dataset import collate_train
+from lookalike.train.export import export_checkpoint
 from lookalike.train.finetune import FinetuneSpec
 from lookalike.train.module import RetrievalModule
 from lookalike.train.optim import OptimSpec

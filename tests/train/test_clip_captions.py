@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from lookalike.pipeline.specs import ModelSpec
+from lookalike.models.spec import ModelSpec
 from lookalike.train.config import DataSpec, TrainConfig, TrainerSpec
 from lookalike.train.finetune import FinetuneSpec
 from lookalike.train.module import RetrievalModule

@@ -13,8 +13,8 @@ from transformers import CLIPVisionConfig, Dinov2Config, ViTConfig
 from lookalike.losses import create_loss
 from lookalike.models import create_embedder, load_embedder, save_embedder
 from lookalike.models.embedder import Embedder
-from lookalike.train.finetune import FinetuneSpec, apply_finetune, merge_lora
-from lookalike.train.lora import SplitProjectionAttention
+from lookalike.models.lora import SplitProjectionAttention, merge_lora
+from lookalike.train.finetune import FinetuneSpec, apply_finetune
 
 HF_TINY = {
     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,

@@ -20,11 +20,12 @@ from lookalike.losses import create_loss
 from lookalike.metrics.retrieval import evaluate_retrieval
 from lookalike.models import create_embedder
 from lookalike.models.preprocessing import Preprocessing
-from lookalike.train.data import collate_train, validation_set
+from lookalike.train.dataset import collate_train
 from lookalike.train.finetune import FinetuneSpec
 from lookalike.train.inspect import GradientFlowError
 from lookalike.train.module import RetrievalModule, reseed
 from lookalike.train.optim import OptimSpec
+from lookalike.train.validation import validation_set
 
 SGD = OptimSpec(
     name="sgd", lr=0.5, head_lr=None, loss_lr=None, weight_decay=0.0, momentum=0.0,

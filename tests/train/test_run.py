@@ -19,55 +19,20 @@ import yaml
 from PIL import Image
 
 from lookalike.config import resolve_config, save_config
+from lookalike.data.protocols import make_split
+from lookalike.data.sources import load_source
 from lookalike.losses import create_loss
 from lookalike.models import load_embedder
+from lookalike.models.training_checkpoint import load_embedder_from_checkpoint, read_checkpoint
 from lookalike.train.config import TrainConfig, check_config
-from lookalike.train.export import load_embedder_from_checkpoint, read_checkpoint
 from lookalike.train.finetune import FINETUNE_STRATEGIES
-from lookalike.train.module import validation_metrics
 from lookalike.train.optim import OPTIMIZERS, SCHEDULES
 from lookalike.train.run import run_training
+from naive_metrics import naive_retrieval_metrics
+from tiny_training import tiny_config, write_images
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def write_images(root: Path) -> Path:
-    """8 classes x 6 images of 32 px, each class a noisy colour."""
-    rng = np.random.default_rng(0)
-    for c in range(8):
-        (root / f"c{c}").mkdir(parents=True)
-        colour = rng.integers(0, 255, 3)
-        for i in range(6):
-            pixels = np.clip(colour + rng.integers(-60, 60, (32, 32, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(root / f"c{c}" / f"{i}.png")
-    return root
-
-
-def tiny_config(images: Path, output: Path, *overrides: str) -> TrainConfig:
-    """4 train classes (24 images), 2 val classes (12), batches of 8 = 2 x 4 classes."""
-    return resolve_config(
-        TrainConfig,
-        overrides=[
-            f"data.source=folder:{images}",
-            "data.protocol_args.train_fraction=0.75",
-            "data.protocol_args.val_fraction=0.34",
-            "data.image_size=32",
-            "data.batch_size=8",
-            "data.m=2",
-            "data.num_workers=0",
-            "model.backbone=timm:test_efficientnet_gn",
-            "model.weights=none",
-            "model.head=linear:16",
-            "loss.name=arcface",
-            "optim.lr=1e-3",
-            "optim.head_lr=1e-2",
-            "trainer.max_epochs=3",
-            "trainer.deterministic=true",
-            f"output={output}",
-            *overrides,
-        ],
-    )
 
 
 @pytest.mark.slow
@@ -96,28 +61,30 @@ def test_run_writes_outputs_and_the_best_checkpoint_follows_the_monitor(tmp_path
     run = json.loads((out / "run.json").read_text())
     assert run["kind"] == "train" and run["best_epoch"] == outcome.best_epoch
 
-    # the exported model is the best checkpoint and re-scores its own metrics
+    # the exported model is the best checkpoint, and its val metrics are the logged ones: the val
+    # images (class_disjoint: 2 held-out classes, all against all) embedded one by one with the
+    # model's eval transform, then scored by the naive reference
     best = load_embedder_from_checkpoint(outcome.best_checkpoint)
     exported = load_embedder(outcome.model_dir)
     assert exported.fingerprint() == best.fingerprint()
     assert exported.preprocessing.input_size == 32
-    from lookalike.data.protocols import make_split
-    from lookalike.data.sources import load_source
-    from lookalike.train.data import validation_set
-
     images = load_source(config.data.source)
-    split = make_split(images, "class_disjoint", **config.data.protocol_args)
-    val = validation_set(split, "val")
+    split = make_split(images, config.data.protocol, **config.data.protocol_args)
+    assert config.data.protocol == "class_disjoint" and config.data.val_split == "val"
+    val = split.val.records
+    assert len(val) == 12 and len({r.label for r in val}) == 2
     transform = exported.eval_transform()
+    exported.eval()
     with torch.no_grad():
         embeddings = torch.cat(
-            [
-                exported(transform(Image.open(r.path).convert("RGB"))[None])
-                for r in val.images.records
-            ]
+            [exported(transform(Image.open(r.path).convert("RGB"))[None]) for r in val]
         ).numpy()
-    rescored = validation_metrics(val, embeddings, np.ones(len(val.images), dtype=bool))
-    assert rescored["map@r"] == pytest.approx(metrics["map@r"], abs=1e-5)
+    ids, labels = [r.id for r in val], [r.label for r in val]
+    expected = naive_retrieval_metrics(
+        embeddings, labels, embeddings, labels, query_ids=ids, gallery_ids=ids
+    )
+    assert expected["n_queries"] == 12 and expected["n_queries_without_positives"] == 0
+    assert {key: metrics[key] for key in expected} == pytest.approx(expected, abs=1e-6)
 
 
 def outcome_history(out: Path) -> list[dict[str, float]]:

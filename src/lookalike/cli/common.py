@@ -1,16 +1,19 @@
-"""What every verb shares: one-line errors, the Rich console, logging, ``key=value`` parsing."""
+"""What every verb shares: one-line errors, the Rich console, progress bars, logging, ``key=value``
+parsing."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import typer
 import yaml
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console()
@@ -35,6 +38,19 @@ def friendly_errors(command: F) -> F:
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar on stderr for the block; yields the callback library functions take.
+
+    The callback advances the bar by the increment it is given (``progress(n)``: n more done).
+    Without a ``total`` the bar counts up. The bar disappears when the block ends.
+    """
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=error_console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda advance: bar.advance(task, advance)
 
 
 def parse_key_values(items: Sequence[str]) -> dict[str, Any]:

@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors
-from lookalike.data.sources import load_source
-from lookalike.embed.extract import embed_image_set
-from lookalike.pipeline.specs import ModelSpec, build_embedder
+from lookalike.cli.common import console, friendly_errors, progress_bar
+from lookalike.embed.extract import SKIPPED_FILE
+from lookalike.embed.spec import EmbedSpec
+from lookalike.models.spec import ModelSpec
+from lookalike.pipeline.embedding import embed_images
 
 
 @friendly_errors
@@ -30,23 +31,17 @@ def embed(
     shard_size: Annotated[int, typer.Option(help="Images per resumable shard.")] = 10_000,
 ) -> None:
     """Embed every image of SOURCE; an interrupted run resumes from its finished shards."""
-    images = load_source(source)
-    if split:
-        images = images.split(split)
-        if not len(images):
-            raise ValueError(f"{source} has no records with split {split!r}")
-    embedder = build_embedder(ModelSpec(model, pool, head, weights, checkpoint))
-    result = embed_image_set(
-        embedder,
-        images,
-        output_dir=output,
-        batch_size=batch_size,
-        num_workers=workers,
-        device=device,
-        tta=tuple(tta or ()),
-        shard_size=shard_size,
-    )
+    with progress_bar("embedding") as progress:
+        result = embed_images(
+            source,
+            output,
+            split=split,
+            model=ModelSpec(model, pool, head, weights, checkpoint),
+            embed=EmbedSpec(batch_size=batch_size, num_workers=workers, device=device,
+                            tta=list(tta or ()), shard_size=shard_size),
+            progress=progress,
+        )
     skipped = result.info.get("skipped", [])
     console.print(f"{len(result)} embeddings of dimension {result.dim} written to [bold]{output}[/]")
     if skipped:
-        console.print(f"[yellow]{len(skipped)} unreadable images skipped[/], listed in {output / 'skipped.csv'}")
+        console.print(f"[yellow]{len(skipped)} unreadable images skipped[/], listed in {output / SKIPPED_FILE}")

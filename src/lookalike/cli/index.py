@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from lookalike.cli.common import console, friendly_errors, parse_key_values
-from lookalike.embed.store import EmbeddingSet
 from lookalike.pipeline.indexing import build_index
 
 
@@ -23,12 +22,11 @@ def index(
     threshold: Annotated[float | None, typer.Option(help="Rejection threshold stored with the index.")] = None,
 ) -> None:
     """Build a FAISS (or exact torch) index over gallery EMBEDDINGS and save it with its ids."""
-    gallery = EmbeddingSet.load(embeddings)
-    extra = {"threshold": threshold} if threshold is not None else None
     built, folder = build_index(
-        gallery, output, kind, metric, device, extra=extra, **parse_key_values(param or [])
+        embeddings, output, kind, metric, device, threshold=threshold,
+        **parse_key_values(param or []),
     )
     console.print(
-        f"{kind} index of {built.ntotal} vectors (dimension {gallery.dim}, {metric}) "
+        f"{kind} index of {built.ntotal} vectors (dimension {built.dim}, {metric}) "
         f"written to [bold]{folder}[/]"
     )

@@ -10,11 +10,15 @@ from lookalike.data.sources import SOURCES
 from lookalike.index import INDEXES
 from lookalike.losses import LOSSES
 from lookalike.models import BACKBONES, HEADS, POOLINGS
+from lookalike.search.open_set_scores import OBJECTIVES
+from lookalike.train.augment import AUGMENTATIONS
+from lookalike.train.loggers import LOGGERS
 
 
 @friendly_errors
 def list_registered() -> None:
-    """List the registered sources, protocols, backbones, poolings, heads, losses and indexes."""
+    """List the registered sources, protocols, backbones, poolings, heads, losses, indexes,
+    training augmentations and loggers, and open-set objectives."""
     table = Table(title="Registered names")
     table.add_column("registry")
     table.add_column("names")
@@ -26,6 +30,9 @@ def list_registered() -> None:
         ("heads", HEADS),
         ("losses", LOSSES),
         ("indexes", INDEXES),
+        ("augmentations", AUGMENTATIONS),
+        ("loggers", LOGGERS),
+        ("open-set objectives", OBJECTIVES),
     ]:
         table.add_row(title, ", ".join(registry.names()))
     console.print(table)

@@ -7,13 +7,10 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors
-from lookalike.data.sources import load_source
-from lookalike.embed.extract import embed_image_set
-from lookalike.embed.store import EMBEDDINGS_FILE, EmbeddingSet
-from lookalike.pipeline.evaluate import build_embedder
+from lookalike.cli.common import console, friendly_errors, progress_bar
+from lookalike.embed.spec import EmbedSpec
+from lookalike.models.spec import ModelSpec
 from lookalike.pipeline.indexing import search_index
-from lookalike.pipeline.specs import ModelSpec
 
 
 @friendly_errors
@@ -31,28 +28,23 @@ def search(
     weights: Annotated[str, typer.Option(help="pretrained, none, or a local weights file.")] = "pretrained",
     checkpoint: Annotated[str | None, typer.Option(help="Saved model that embeds query images.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes decoding query images.")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N (embedding query images).")] = "auto",
+    query_embeddings_dir: Annotated[Path | None, typer.Option(help="Keep the query images' embeddings in this folder (default: not kept).")] = None,
 ) -> None:
     """Top-k gallery results for each query; with a threshold, "no_match" takes its place."""
-    if (Path(queries) / EMBEDDINGS_FILE).is_file():
-        query_set = EmbeddingSet.load(queries)
-    else:
-        embedder = build_embedder(ModelSpec(model, pool, head, weights, checkpoint))
-        query_set = embed_image_set(
-            embedder,
-            load_source(queries),
-            output_dir=output.parent / f"{output.stem}_query_embeddings",
-            batch_size=batch_size,
-            device=device,
+    with progress_bar("searching") as progress:
+        outcome = search_index(
+            index_folder,
+            queries,
+            output,
+            k=k,
+            threshold=threshold,
+            use_threshold=not no_threshold,
+            exclude_self=exclude_self,
+            model=ModelSpec(model, pool, head, weights, checkpoint),
+            embed=EmbedSpec(batch_size=batch_size, num_workers=workers, device=device),
+            query_embeddings_dir=query_embeddings_dir,
+            progress=progress,
         )
-    result, path = search_index(
-        index_folder,
-        query_set,
-        output,
-        k=k,
-        threshold=threshold,
-        use_threshold=not no_threshold,
-        exclude_self=exclude_self,
-        device="cpu",
-    )
-    console.print(f"top-{k} results of {len(result)} queries written to [bold]{path}[/]")
+    console.print(f"top-{k} results of {len(outcome.result)} queries written to [bold]{outcome.path}[/]")

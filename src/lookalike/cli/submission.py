@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors
-from lookalike.embed.store import EmbeddingSet
-from lookalike.index import load_index
-from lookalike.report.submission import NO_MATCH_TOKEN, write_competition_json, write_kaggle_csv
+from lookalike.cli.common import console, friendly_errors, progress_bar
+from lookalike.pipeline.submission import write_submission
+from lookalike.report.submission import NO_MATCH_TOKEN
 from lookalike.report.submit import DEFAULT_TOKEN_ENV, SubmissionError, submit_file
-from lookalike.search.topk import search
 
 
 @friendly_errors
@@ -28,24 +26,21 @@ def submission(
     prediction_column: Annotated[str, typer.Option(help="Kaggle CSV: prediction column name.")] = "Predicted",
 ) -> None:
     """Write a Kaggle-style CSV or a competition JSON from an index and query embeddings."""
-    query_set = EmbeddingSet.load(queries)
-    index, metadata = load_index(index_folder, query_set.fingerprint)
-    if threshold is None:
-        threshold = metadata.threshold
-    # Labels repeat down a ranking: search deeper so that k distinct ones exist.
-    depth = min(metadata.ntotal, 3 * k if predict == "labels" else k)
-    result = search(index, query_set.embeddings, depth)
-    if output.suffix.lower() == ".json":
-        write_competition_json(output, result, query_set.paths, metadata.paths, k=k,
-                               rejection_threshold=threshold, no_match_token=no_match_token)
-    elif output.suffix.lower() == ".csv":
-        write_kaggle_csv(output, result, query_set.ids, metadata.ids, metadata.labels, predict=predict,  # type: ignore[arg-type]
-                         k=k, rejection_threshold=threshold, no_match_token=no_match_token,
-                         query_column=query_column, prediction_column=prediction_column)
-    else:
-        raise ValueError(f"cannot tell the format of {output}: name it .csv (Kaggle) or .json")
-    rejected = "" if threshold is None else f", '{no_match_token}' below {threshold:.4f}"
-    console.print(f"{len(query_set)} queries, top-{k}{rejected}: [bold]{output}[/]")
+    with progress_bar("searching") as progress:
+        outcome = write_submission(
+            index_folder,
+            queries,
+            output,
+            k=k,
+            predict=predict,  # type: ignore[arg-type]
+            no_match_token=no_match_token,
+            threshold=threshold,
+            query_column=query_column,
+            prediction_column=prediction_column,
+            progress=progress,
+        )
+    rejected = "" if outcome.threshold is None else f", '{no_match_token}' below {outcome.threshold:.4f}"
+    console.print(f"{outcome.queries} queries, top-{k}{rejected}: [bold]{outcome.path}[/]")
 
 
 @friendly_errors

@@ -8,10 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lookalike.cli.common import console, friendly_errors
-from lookalike.embed.store import EmbeddingSet
-from lookalike.index import set_index_threshold
-from lookalike.pipeline.open_set import RejectionSpec, tune_rejection
+from lookalike.cli.common import console, friendly_errors, progress_bar
+from lookalike.pipeline.open_set import RejectionSpec, tune_and_save_threshold
 
 
 @friendly_errors
@@ -27,11 +25,11 @@ def tune_threshold(
     index: Annotated[Path | None, typer.Option(help="Index folder to store the threshold in (used by search and evaluate).")] = None,
 ) -> None:
     """Tune the rejection threshold on validation queries and gallery; optionally store it in an index."""
-    query = EmbeddingSet.load(query_embeddings)
-    gallery = EmbeddingSet.load(gallery_embeddings)
     spec = RejectionSpec(objective=objective, holdout_fraction=holdout_fraction, percentile=percentile, seed=seed)
-    outcome = tune_rejection(query, gallery, spec, metric, exclude_self=set(query.ids) <= set(gallery.ids))
-    path = outcome.save(output)
+    with progress_bar("tuning") as progress:
+        saved = tune_and_save_threshold(query_embeddings, gallery_embeddings, spec, metric, output,
+                                        index=index, progress=progress)
+    outcome = saved.outcome
     table = Table(title=f"Rejection threshold ({objective}, {metric})")
     for column in ("rule", "threshold", objective):
         table.add_column(column, justify="right")
@@ -41,7 +39,6 @@ def tune_threshold(
     console.print(table)
     if outcome.held_out_classes:
         console.print(f"{len(outcome.held_out_classes)} classes held out of the gallery as distractors")
-    console.print(f"written to [bold]{path}[/] (curve: {path.parent / 'threshold.png'})")
-    if index is not None:
-        set_index_threshold(index, outcome.threshold)
-        console.print(f"threshold stored in the index at [bold]{index}[/]")
+    console.print(f"written to [bold]{saved.path}[/] (curve: {saved.plot})")
+    if saved.index is not None:
+        console.print(f"threshold stored in the index at [bold]{saved.index}[/]")

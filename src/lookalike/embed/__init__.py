@@ -1,6 +1,7 @@
 """Batched extraction of embeddings and the files that hold them."""
 
 from lookalike.embed.extract import AugmentedViews, EmbedderLike, embed_image_set
+from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EmbeddingSet
 
-__all__ = ["AugmentedViews", "EmbedderLike", "EmbeddingSet", "embed_image_set"]
+__all__ = ["AugmentedViews", "EmbedSpec", "EmbedderLike", "EmbeddingSet", "embed_image_set"]

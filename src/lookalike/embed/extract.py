@@ -23,7 +23,7 @@ import io
 import json
 import logging
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -151,7 +151,7 @@ def embed_image_set(
     amp: bool | None = None,
     tta: Sequence[str] = (),
     shard_size: int = 10_000,
-    progress: bool = True,
+    progress: Callable[[int], None] | bool = True,
     channels_last: bool = True,
 ) -> EmbeddingSet:
     """Embed every readable image of ``image_set``, in order.
@@ -173,7 +173,9 @@ def embed_image_set(
             ``"flip"`` and ``"scale:<factor>"``. When the embedder normalises (a boolean
             ``normalize`` attribute, else unit-norm outputs) the average is L2-normalised again.
         shard_size: Images per resumable shard.
-        progress: Show a Rich progress bar.
+        progress: Called with the number of images done after each batch (images of shards
+            resumed from disk count once, at the start); ``False`` reports nothing. ``True``
+            draws a Rich bar here, for callers that do not yet pass a callback.
         channels_last: Run model and inputs in channels-last memory format.
 
     Returns:
@@ -204,9 +206,9 @@ def embed_image_set(
     pending = [number for number in range(len(bounds)) if number not in shards]
 
     done = sum(stop - start for number, (start, stop) in enumerate(bounds) if number in shards)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), disable=not progress) as bar:
-        task = bar.add_task(f"embedding {image_set.name}", total=len(ids), completed=done)
+    with _reporting(progress, f"embedding {image_set.name}", len(ids)) as advance:
+        if done:
+            advance(done)
         if pending:
             with _evaluating(embedder, torch_device, channels_last), torch.inference_mode():
                 loader = DataLoader(
@@ -229,7 +231,7 @@ def embed_image_set(
                                 images = images.contiguous(memory_format=torch.channels_last)
                             parts.append(_embed_batch(embedder, images, augmentation, amp_dtype))
                             rows.append(indices.numpy())
-                        bar.advance(task, len(indices) + len(broken))
+                        advance(len(indices) + len(broken))
                     shards[number] = _Shard(
                         np.concatenate(parts or [np.zeros((0, dim), np.float32)]),
                         np.concatenate(rows or [np.zeros(0, np.int64)]),
@@ -276,6 +278,22 @@ def _assemble(
         [record.label for record in records],
         {**info, "counts": counts, "skipped": skipped},
     )
+
+
+@contextlib.contextmanager
+def _reporting(
+    progress: Callable[[int], None] | bool, description: str, total: int
+) -> Iterator[Callable[[int], None]]:
+    """The increment callback for ``progress``: the caller's own, a Rich bar's, or a no-op."""
+    if callable(progress):
+        yield progress
+    elif progress:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, TimeRemainingColumn()) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda advance: bar.advance(task, advance)
+    else:
+        yield lambda advance: None
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

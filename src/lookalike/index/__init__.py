@@ -9,6 +9,8 @@ from lookalike.index.exact import ExactTorchIndex, exact_search
 from lookalike.index.faiss_index import FaissIndex, FlatIndex, HNSWIndex, IVFFlatIndex, IVFPQIndex
 from lookalike.index.io import IndexMetadata, load_index, save_index, set_index_threshold
 from lookalike.index.metrics import METRICS, Metric, get_metric
+from lookalike.index.result import SearchResult
+from lookalike.index.spec import IndexSpec
 
 __all__ = [
     "INDEXES",
@@ -21,7 +23,9 @@ __all__ = [
     "IVFPQIndex",
     "Index",
     "IndexMetadata",
+    "IndexSpec",
     "Metric",
+    "SearchResult",
     "create_index",
     "exact_search",
     "get_metric",

@@ -1,7 +1,7 @@
 """The protocol every nearest-neighbour index follows, and the registry that names them.
 
 An index holds gallery embeddings as rows numbered in insertion order (``0 .. ntotal - 1``) and
-answers top-k queries with a :class:`~lookalike.search.result.SearchResult`, best first, in the
+answers top-k queries with a :class:`~lookalike.index.result.SearchResult`, best first, in the
 metric's own sense (similarities for cosine/ip, distances for l2/l1). Mapping row numbers to image
 ids is :mod:`lookalike.index.io`'s job::
 
@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lookalike.index.metrics import Metric, get_metric
+from lookalike.index.result import SearchResult
 from lookalike.registry import Registry
-from lookalike.search.result import SearchResult
 
 INDEXES: Registry[Index] = Registry("index")
 
@@ -41,6 +41,7 @@ class Index(ABC):
 
     kind: ClassVar[str]
     state_file: ClassVar[str]
+    exact: ClassVar[bool] = False  # True when every search returns the true top-k
     supported_metrics: ClassVar[tuple[str, ...]] = ("cosine", "ip", "l2", "l1")
 
     def __init__(self, dim: int, metric: Metric | str = "cosine", device: str = "cpu") -> None:

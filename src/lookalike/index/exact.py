@@ -14,7 +14,7 @@ import torch
 
 from lookalike.index.base import INDEXES, Index
 from lookalike.index.metrics import Metric, get_metric
-from lookalike.search.result import SearchResult
+from lookalike.index.result import SearchResult
 
 DEFAULT_QUERY_CHUNK = 1024
 DEFAULT_GALLERY_CHUNK = 16384
@@ -167,6 +167,7 @@ class ExactTorchIndex(Index):
     """
 
     kind = "exact_torch"
+    exact = True
     state_file = "vectors.npy"
 
     def __init__(

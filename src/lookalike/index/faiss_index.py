@@ -165,6 +165,7 @@ class FlatIndex(FaissIndex):
     """Exact brute-force search (FAISS ``IndexFlat``); needs no training."""
 
     kind = "flat"
+    exact = True
 
     def factory_string(self) -> str:
         return "Flat"

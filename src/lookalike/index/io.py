@@ -143,7 +143,7 @@ def load_index(
         ValueError: The fingerprints differ, or the files disagree with each other.
     """
     folder = Path(folder)
-    stored = read_index_metadata(folder)
+    stored = check_index_folder(folder)
     fingerprint = stored.get("fingerprint")
     if expected_fingerprint is not None:
         if fingerprint is None:
@@ -157,12 +157,6 @@ def load_index(
                 f"index at {folder} was built with model fingerprint {fingerprint} but the model "
                 f"given has {expected_fingerprint}; rebuild the index with `lookalike index`"
             )
-    missing = [n for n in (stored["state_file"], RECORDS_FILE) if not (folder / n).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder} is not a complete index folder (missing {', '.join(missing)}); "
-            "run `lookalike index` to rebuild it"
-        )
     index = create_index(
         stored["kind"], stored["dim"], stored["metric"], device=device, **stored["params"]
     )
@@ -210,4 +204,37 @@ def read_index_metadata(folder: str | Path) -> dict[str, Any]:
             f"{folder} is not a complete index folder (missing {METADATA_FILE}); "
             "run `lookalike index` to create it"
         )
-    return json.loads(metadata_path.read_text())
+    try:
+        return dict(json.loads(metadata_path.read_text()))
+    except (TypeError, ValueError) as error:  # not JSON, or JSON but not an object
+        raise ValueError(
+            f"{metadata_path} is not a JSON object ({error}); rebuild the index with "
+            "`lookalike index`"
+        ) from None
+
+
+def check_index_folder(folder: str | Path) -> dict[str, Any]:
+    """The raw ``index.json`` of a complete index folder, checked without reading the index.
+
+    Cheap enough to run before work whose outputs belong with the index (a tuned threshold).
+
+    Raises:
+        FileNotFoundError: ``index.json``, the index state or the records file is missing.
+        ValueError: ``index.json`` is not valid JSON or lacks a field.
+    """
+    folder = Path(folder)
+    stored = read_index_metadata(folder)
+    required = ("kind", "params", "metric", "dim", "ntotal", "state_file")
+    absent = [key for key in required if key not in stored]
+    if absent:
+        raise ValueError(
+            f"{folder / METADATA_FILE} lacks {', '.join(absent)}; rebuild the index with "
+            "`lookalike index`"
+        )
+    missing = [n for n in (stored["state_file"], RECORDS_FILE) if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} is not a complete index folder (missing {', '.join(missing)}); "
+            "run `lookalike index` to rebuild it"
+        )
+    return stored

@@ -1,7 +1,8 @@
 """Retrieval metrics: Recall@K, Precision@K, mAP, Kaggle MAP@K, MAP@R, weighted top-k.
 
 :mod:`~lookalike.metrics.ranking` holds pure functions of a ranking's relevance flags;
-:func:`evaluate_retrieval` computes them all, exactly and chunk by chunk, from embeddings.
+:func:`retrieval_metrics` computes them all, exactly, from a :class:`lookalike.ranking.Ranking`;
+:func:`evaluate_retrieval` ranks embeddings and scores them in one call.
 """
 
 from lookalike.metrics.ranking import (
@@ -17,23 +18,27 @@ from lookalike.metrics.ranking import (
 )
 from lookalike.metrics.retrieval import (
     PerQueryMetrics,
-    encode_labels,
+    RetrievalMetrics,
     evaluate_retrieval,
+    metrics_depth,
     relevance_from_labels,
+    retrieval_metrics,
 )
 
 __all__ = [
     "DEFAULT_TOPK_WEIGHTS",
     "PerQueryMetrics",
+    "RetrievalMetrics",
     "average_precision_from_ranks",
-    "encode_labels",
     "evaluate_retrieval",
     "map_at_k",
     "map_at_r",
+    "metrics_depth",
     "precision_at_k",
     "r_precision",
     "recall_at_k",
     "relevance_from_labels",
     "remove_junk",
+    "retrieval_metrics",
     "weighted_topk",
 ]

@@ -1,36 +1,31 @@
-"""Exact, memory-bounded retrieval evaluation of query embeddings against a gallery.
+"""Retrieval metrics of a :class:`~lookalike.ranking.Ranking`: Recall@K, Precision@K, mAP,
+Kaggle MAP@K, MAP@R and the weighted top-k score.
 
-Queries are scored in chunks of ``chunk_size`` rows: from each chunk's ``(chunk, N)`` score matrix
-the ranks of the relevant gallery items are found (:mod:`lookalike.metrics.gallery_ranks`), and
-every metric follows from those ranks. No ``(Q, N)`` matrix is ever held, so a 60k x 60k evaluation
-(SOP) needs about ``12 * chunk_size * N`` bytes besides the embeddings (0.7 GB at the default).
-
-Relevance is label equality. The query's own image (``self_index``) and "junk" items are removed
-from the ranking before scoring (cirtorch's ``compute_map``; pml's ``ref_includes_query``). Ties
-are broken deterministically by a stable sort: among equal scores the lower gallery row ranks first.
+Every metric follows from the ranks of the relevant gallery items, which the ranking holds for
+every query (not only its top-k), so the values are exact for any gallery size.
+:func:`evaluate_retrieval` ranks embeddings with :func:`lookalike.ranking.rank` and scores them in
+one call.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rich.progress import track
 
-from lookalike.index.metrics import Metric, get_metric
-from lookalike.metrics.gallery_ranks import rank_chunk
+from lookalike.index.result import SearchResult
 from lookalike.metrics.ranking import DEFAULT_TOPK_WEIGHTS, remove_junk
-from lookalike.search.result import SearchResult
+from lookalike.ranking import Ranking, encode_labels, rank, relevance
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class PerQueryMetrics:
-    """Per-query results of :func:`evaluate_retrieval`, for reports and error analysis.
+    """Per-query values behind a summary, for reports and error analysis.
 
     Attributes:
         values: ``(Q,)`` float64 per metric, under the keys of the summary (``recall@1``, ``map``,
@@ -39,8 +34,7 @@ class PerQueryMetrics:
         num_relevant: ``(Q,)`` int64 relevant gallery items per query (self and junk excluded).
         first_positive_rank: ``(Q,)`` int64 1-based rank of the first relevant item, 0 if none.
         evaluated: ``(Q,)`` bool, the queries counted in the summary.
-        neighbours: The top ``max(ks, precision_ks, map_at_k, weights)`` gallery rows of each
-            query, self and junk removed, padded with -1.
+        neighbours: The ranking's top gallery rows of each query, self and junk removed.
     """
 
     values: dict[str, np.ndarray]
@@ -50,37 +44,12 @@ class PerQueryMetrics:
     neighbours: SearchResult
 
 
-def _as_label_list(labels: Iterable[Hashable] | np.ndarray | torch.Tensor, name: str) -> list:
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    if isinstance(labels, np.ndarray) and labels.ndim != 1:
-        raise ValueError(f"{name} must be one label per row, got an array of shape {labels.shape}")
-    return list(labels)
+@dataclass
+class RetrievalMetrics:
+    """The summary ``{name: value}`` and the per-query values it averages."""
 
-
-def encode_labels(
-    query_labels: Iterable[Hashable], gallery_labels: Iterable[Hashable]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map arbitrary hashable labels (strings, ints, tuples) to shared int64 codes.
-
-    Returns:
-        ``(Q,)`` and ``(N,)`` int64 codes; equal labels get equal codes.
-    """
-    codes: dict[Hashable, int] = {}
-
-    def encode(labels: Iterable[Hashable], name: str) -> np.ndarray:
-        labels = _as_label_list(labels, name)
-        out = np.empty(len(labels), dtype=np.int64)
-        for row, label in enumerate(labels):
-            if label is None:
-                raise ValueError(f"{name}[{row}] is None; drop unlabelled images before evaluating")
-            try:
-                out[row] = codes.setdefault(label, len(codes))
-            except TypeError as error:
-                raise ValueError(f"{name}[{row}] = {label!r} is not hashable") from error
-        return out
-
-    return encode(query_labels, "query_labels"), encode(gallery_labels, "gallery_labels")
+    summary: dict[str, float]
+    per_query: PerQueryMetrics
 
 
 def relevance_from_labels(
@@ -89,9 +58,10 @@ def relevance_from_labels(
     gallery_labels: Iterable[Hashable],
     self_index: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``matches`` and ``num_relevant`` for the functions of :mod:`lookalike.metrics.ranking`.
+    """``matches`` and ``num_relevant`` of a top-k list, for :mod:`lookalike.metrics.ranking`.
 
-    Turns a top-k search (e.g. ``SearchResult.indices`` of a FAISS index) into relevance flags.
+    Turns any top-k search (e.g. ``SearchResult.indices`` of a FAISS index) into relevance flags
+    with the library's one relevance rule (:func:`lookalike.ranking.relevance`).
 
     Args:
         retrieved_indices: ``(Q, K)`` int gallery rows, best first, -1 for missing neighbours.
@@ -104,66 +74,23 @@ def relevance_from_labels(
     Returns:
         ``matches (Q, K)`` bool and ``num_relevant (Q,)`` int64.
     """
-    query_codes, gallery_codes = encode_labels(query_labels, gallery_labels)
+    codes = encode_labels(query_labels, gallery_labels, allow_unlabelled=False)
     indices = np.asarray(retrieved_indices, dtype=np.int64)
-    if indices.ndim != 2 or indices.shape[0] != len(query_codes):
-        raise ValueError(
-            f"retrieved_indices must be (Q={len(query_codes)}, K), got shape {indices.shape}"
-        )
-    if indices.size and (indices.max() >= len(gallery_codes) or indices.min() < -1):
-        raise ValueError(f"retrieved_indices must lie in [-1, {len(gallery_codes)})")
-    found = indices >= 0
-    matches = found & (gallery_codes[np.maximum(indices, 0)] == query_codes[:, None])
-    label_counts = np.bincount(gallery_codes, minlength=int(query_codes.max(initial=-1)) + 1)
-    num_relevant = label_counts[query_codes] if len(query_codes) else np.zeros(0, np.int64)
+    matches = relevance(indices, codes)
+    num_relevant = codes.num_relevant()
     if self_index is not None:
-        self_index = _check_self_index(self_index, len(query_codes), len(gallery_codes))
-        has_self = self_index >= 0
-        matches = remove_junk(matches, found & (indices == self_index[:, None]))
-        self_relevant = has_self & (gallery_codes[np.maximum(self_index, 0)] == query_codes)
-        num_relevant = num_relevant - self_relevant
+        self_index = np.asarray(self_index, dtype=np.int64)
+        if self_index.shape != (len(codes.query),):
+            raise ValueError(
+                f"self_index must have shape ({len(codes.query)},), got {self_index.shape}"
+            )
+        if len(self_index) and (self_index.min() < -1 or self_index.max() >= len(codes.gallery)):
+            raise ValueError(f"self_index must hold gallery rows in [0, {len(codes.gallery)}) or -1")
+        own = np.where(self_index[:, None] >= 0, indices == self_index[:, None], False)
+        matches = remove_junk(matches, own & (indices >= 0))
+        own_relevant = relevance(self_index[:, None], codes)[:, 0]
+        num_relevant = num_relevant - own_relevant
     return matches, num_relevant.astype(np.int64)
-
-
-def _check_self_index(self_index: np.ndarray, num_queries: int, num_gallery: int) -> np.ndarray:
-    self_index = np.asarray(self_index, dtype=np.int64)
-    if self_index.shape != (num_queries,):
-        raise ValueError(f"self_index must have shape ({num_queries},), got {self_index.shape}")
-    if num_queries and (self_index.min() < -1 or self_index.max() >= num_gallery):
-        raise ValueError(f"self_index must hold gallery rows in [0, {num_gallery}) or -1")
-    return self_index
-
-
-def _excluded_keys(
-    self_index: np.ndarray | None,
-    junk: Sequence[Sequence[int]] | None,
-    num_queries: int,
-    num_gallery: int,
-) -> np.ndarray:
-    """Sorted unique ``query * N + gallery_row`` of every (query, item) pair left out of scoring."""
-    keys = [np.zeros(0, dtype=np.int64)]
-    if self_index is not None:
-        self_index = _check_self_index(self_index, num_queries, num_gallery)
-        rows = np.flatnonzero(self_index >= 0)
-        keys.append(rows * num_gallery + self_index[rows])
-    if junk is not None:
-        if len(junk) != num_queries:
-            raise ValueError(f"junk must hold one list of gallery rows per query ({num_queries})")
-        for query, rows in enumerate(junk):
-            rows = np.asarray(rows, dtype=np.int64).ravel()
-            if rows.size and (rows.min() < 0 or rows.max() >= num_gallery):
-                raise ValueError(f"junk[{query}] must hold gallery rows in [0, {num_gallery})")
-            keys.append(query * num_gallery + rows)
-    return np.unique(np.concatenate(keys))
-
-
-def _prepare(embeddings: np.ndarray, name: str, metric: Metric) -> np.ndarray:
-    array = np.asarray(embeddings)
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty (rows, D) array, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} holds NaN or infinite values; fix the embeddings first")
-    return metric.prepare(array)
 
 
 def _metrics_from_ranks(
@@ -216,6 +143,79 @@ def _check_ks(ks: Iterable[int], name: str, allow_empty: bool) -> list[int]:
     return sorted({int(k) for k in ks})
 
 
+def retrieval_metrics(
+    ranking: Ranking,
+    *,
+    ks: Iterable[int] = (1, 5, 10),
+    precision_ks: Iterable[int] = (10,),
+    map_at_k: int = 5,
+    weights: Mapping[int, float] | None = None,
+    skip_queries_without_positives: bool = True,
+) -> RetrievalMetrics:
+    """Exact retrieval metrics of the labelled queries of ``ranking``.
+
+    Metrics (definitions in :mod:`lookalike.metrics.ranking`):
+
+    - ``recall@k`` for each ``k`` in ``ks``: a relevant item in the top k (Song et al. 2016);
+    - ``precision@k`` for each ``k`` in ``precision_ks``;
+    - ``map``: average precision over the full ranking (pml ``mean_average_precision``, k=None);
+    - ``map@{map_at_k}``: Kaggle's MAP@K, ``/ min(R, K)``;
+    - ``map@r``: MAP@R (Musgrave et al., ECCV 2020);
+    - ``weighted_topk``: ``sum_k weights[k] * recall@k`` (600/300/100 at 1/5/10 by default);
+    - ``n_queries``, ``n_queries_without_positives``: counts of labelled queries, not metrics.
+
+    Unlabelled queries have no ground truth and are left out. Queries whose label has no other
+    item in the gallery are left out of every average by default, as pml's ``AccuracyCalculator``
+    does; with ``skip_queries_without_positives=False`` they count as 0.
+
+    Returns:
+        The summary and the per-query values, both over the labelled queries in ranking order.
+    """
+    recall_ks = _check_ks(ks, "ks", allow_empty=False)
+    precision_ks = _check_ks(precision_ks, "precision_ks", allow_empty=True)
+    weights = dict(DEFAULT_TOPK_WEIGHTS if weights is None else weights)
+    _check_ks(weights, "weights' keys", allow_empty=True)
+    map_k = _check_ks([map_at_k], "map_at_k", allow_empty=False)[0]
+    labelled = np.flatnonzero(ranking.codes.labelled_queries)
+    if len(labelled) < ranking.num_queries:
+        ranking = ranking.select(labelled)
+    values, num_relevant, first_rank = _metrics_from_ranks(
+        ranking.positive_query, ranking.positive_rank, ranking.num_queries,
+        sorted({*recall_ks, *weights}), precision_ks, map_k, weights,
+    )
+    num_queries = ranking.num_queries
+    evaluated = num_relevant > 0 if skip_queries_without_positives else np.ones(num_queries, bool)
+    if not evaluated.any():
+        logger.warning("no query has a relevant item in the gallery; every metric is NaN")
+    summary_keys = [f"recall@{k}" for k in recall_ks] + [f"precision@{k}" for k in precision_ks]
+    summary_keys += ["map", f"map@{map_k}", "map@r", "weighted_topk"]
+    summary: dict[str, float] = {
+        key: float(values[key][evaluated].mean()) if evaluated.any() else float("nan")
+        for key in summary_keys
+    }
+    summary["n_queries"] = num_queries
+    summary["n_queries_without_positives"] = int((num_relevant == 0).sum())
+    per_query = PerQueryMetrics(
+        values={key: values[key] for key in [*summary_keys, "r_precision"]},
+        num_relevant=num_relevant,
+        first_positive_rank=first_rank,
+        evaluated=evaluated,
+        neighbours=ranking.neighbours,
+    )
+    return RetrievalMetrics(summary, per_query)
+
+
+def metrics_depth(
+    ks: Iterable[int] = (1, 5, 10),
+    precision_ks: Iterable[int] = (10,),
+    map_at_k: int = 5,
+    weights: Mapping[int, float] | None = None,
+) -> int:
+    """The neighbours per query a ranking must keep for these metrics' per-query lists."""
+    weights = DEFAULT_TOPK_WEIGHTS if weights is None else weights
+    return max([*ks, *precision_ks, map_at_k, *weights])
+
+
 def evaluate_retrieval(
     query_embeddings: np.ndarray,
     query_labels: Iterable[Hashable],
@@ -232,36 +232,21 @@ def evaluate_retrieval(
     device: str | torch.device = "cpu",
     junk: Sequence[Sequence[int]] | None = None,
     skip_queries_without_positives: bool = True,
-    return_per_query: bool = False,
-    progress: bool = False,
-) -> dict[str, float] | tuple[dict[str, float], PerQueryMetrics]:
-    """Exact retrieval metrics of queries against a gallery, computed chunk by chunk.
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Rank labelled queries against a labelled gallery and score the ranking in one call.
 
-    The gallery is ranked for every query by ``metric`` (best first, ties to the lower gallery
-    row); the query's own image and its junk items are removed; relevant items are those with the
-    query's label. Metrics (definitions in :mod:`lookalike.metrics.ranking`):
-
-    - ``recall@k`` for each ``k`` in ``ks``: a relevant item in the top k (Song et al. 2016);
-    - ``precision@k`` for each ``k`` in ``precision_ks``;
-    - ``map``: average precision over the full ranking (pml ``mean_average_precision``, k=None);
-    - ``map@{map_at_k}``: Kaggle's MAP@K, ``/ min(R, K)``;
-    - ``map@r``: MAP@R (Musgrave et al., ECCV 2020);
-    - ``weighted_topk``: ``sum_k weights[k] * recall@k`` (600/300/100 at 1/5/10 by default);
-    - ``n_queries``, ``n_queries_without_positives``: counts, not metrics.
-
-    Queries whose label has no other item in the gallery are left out of every average by default,
-    as pml's ``AccuracyCalculator`` does; with ``skip_queries_without_positives=False`` they count
-    as 0.
+    :func:`lookalike.ranking.rank` (exact, chunked; the query's own image ``self_index`` and its
+    junk items removed) followed by :func:`retrieval_metrics`. Every label must be given.
 
     Args:
         query_embeddings: ``(Q, D)``.
         query_labels: ``Q`` hashable labels (strings, ints, ...).
         gallery_embeddings: ``(N, D)``.
         gallery_labels: ``N`` hashable labels.
-        metric: A name for :func:`lookalike.index.metrics.get_metric` (cosine, ip, l2, l1).
+        metric: "cosine", "ip", "l2" or "l1".
         ks: Cut-offs for recall@k.
-        self_index: ``(Q,)`` gallery row of each query's own image, -1 where it has none; pass
-            ``np.arange(Q)`` when the queries are the first rows of the gallery.
+        self_index: ``(Q,)`` gallery row of each query's own image, -1 where it has none.
         precision_ks: Cut-offs for precision@k (may be empty).
         map_at_k: The K of Kaggle's MAP@K.
         weights: ``{k: weight}`` of ``weighted_topk``; 600/300/100 at 1/5/10 when None.
@@ -269,93 +254,35 @@ def evaluate_retrieval(
         device: Torch device for scoring and sorting.
         junk: For each query, gallery rows that are neither relevant nor irrelevant.
         skip_queries_without_positives: Leave queries without relevant items out of averages.
-        return_per_query: Also return a :class:`PerQueryMetrics`.
-        progress: Show a progress bar over the query chunks.
+        progress: Called with the number of queries scored after each chunk.
 
     Returns:
-        ``{name: value}``, and the :class:`PerQueryMetrics` when ``return_per_query``.
+        The summary ``{name: value}`` of :func:`retrieval_metrics`; rank with
+        :func:`lookalike.ranking.rank` and call :func:`retrieval_metrics` for per-query values.
     """
-    resolved = get_metric(metric)
-    queries = _prepare(query_embeddings, "query_embeddings", resolved)
-    gallery = _prepare(gallery_embeddings, "gallery_embeddings", resolved)
-    if queries.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"query_embeddings have D={queries.shape[1]} "
-            f"but gallery_embeddings have D={gallery.shape[1]}"
-        )
-    query_codes, gallery_codes = encode_labels(query_labels, gallery_labels)
-    num_queries, num_gallery = len(queries), len(gallery)
-    if len(query_codes) != num_queries or len(gallery_codes) != num_gallery:
-        raise ValueError(
-            f"got {len(query_codes)} query labels for {num_queries} query embeddings and "
-            f"{len(gallery_codes)} gallery labels for {num_gallery} gallery embeddings"
-        )
+    ks, precision_ks = list(ks), list(precision_ks)
     recall_ks = _check_ks(ks, "ks", allow_empty=False)
-    precision_ks = _check_ks(precision_ks, "precision_ks", allow_empty=True)
-    weights = dict(DEFAULT_TOPK_WEIGHTS if weights is None else weights)
-    _check_ks(weights, "weights' keys", allow_empty=True)
+    checked_precision = _check_ks(precision_ks, "precision_ks", allow_empty=True)
     map_k = _check_ks([map_at_k], "map_at_k", allow_empty=False)[0]
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    excluded_keys = _excluded_keys(self_index, junk, num_queries, num_gallery)
-    top_k = max([*recall_ks, *precision_ks, map_k, *weights])
-
-    device = torch.device(device)
-    gallery_tensor = torch.from_numpy(gallery).to(device)
-    gallery_codes_tensor = torch.from_numpy(gallery_codes).to(device)
-    logger.info(
-        "evaluating %d queries against %d gallery items (%s) in chunks of %d",
-        num_queries, num_gallery, resolved.name, chunk_size,
+    ranking = rank(
+        query_embeddings,
+        gallery_embeddings,
+        query_labels,
+        gallery_labels,
+        metric=metric,
+        k=metrics_depth(recall_ks, checked_precision, map_k, weights),
+        exclude_rows=self_index,
+        junk=junk,
+        allow_unlabelled=False,
+        chunk_size=chunk_size,
+        device=device,
+        progress=progress,
     )
-    all_rows, all_ranks, all_indices, all_scores = [], [], [], []
-    starts = range(0, num_queries, chunk_size)
-    if progress:
-        starts = track(starts, description="scoring", transient=True)
-    for start in starts:
-        stop = min(start + chunk_size, num_queries)
-        chunk = torch.from_numpy(queries[start:stop]).to(device)
-        scores = resolved.pairwise(chunk, gallery_tensor)
-        chunk_codes = torch.from_numpy(query_codes[start:stop]).to(device)
-        excluded = torch.zeros(scores.shape, dtype=torch.bool, device=device)
-        lo, hi = np.searchsorted(excluded_keys, [start * num_gallery, stop * num_gallery])
-        chunk_keys = torch.from_numpy(excluded_keys[lo:hi] - start * num_gallery)
-        excluded.view(-1)[chunk_keys.to(device)] = True
-        relevant = (chunk_codes[:, None] == gallery_codes_tensor[None, :]) & ~excluded
-        rows, ranks, indices, top_scores = rank_chunk(scores, relevant, excluded, resolved, top_k)
-        all_rows.append(rows.cpu().numpy() + start)
-        all_ranks.append(ranks.cpu().numpy())
-        all_indices.append(indices.cpu().numpy())
-        all_scores.append(top_scores.cpu().numpy())
-        logger.debug("scored queries %d-%d of %d", start, stop, num_queries)
-
-    values, num_relevant, first_rank = _metrics_from_ranks(
-        np.concatenate(all_rows), np.concatenate(all_ranks), num_queries,
-        sorted({*recall_ks, *weights}), precision_ks, map_k, weights,
-    )
-    evaluated = num_relevant > 0 if skip_queries_without_positives else np.ones(num_queries, bool)
-    if not evaluated.any():
-        logger.warning("no query has a relevant item in the gallery; every metric is NaN")
-    summary_keys = [f"recall@{k}" for k in recall_ks] + [f"precision@{k}" for k in precision_ks]
-    summary_keys += ["map", f"map@{map_k}", "map@r", "weighted_topk"]
-    summary: dict[str, float] = {
-        key: float(values[key][evaluated].mean()) if evaluated.any() else float("nan")
-        for key in summary_keys
-    }
-    summary["n_queries"] = num_queries
-    summary["n_queries_without_positives"] = int((num_relevant == 0).sum())
-    if not return_per_query:
-        return summary
-    indices = np.concatenate(all_indices)
-    top_scores = np.concatenate(all_scores)
-    if indices.shape[1] < top_k:
-        padding = top_k - indices.shape[1]
-        indices = np.pad(indices, ((0, 0), (0, padding)), constant_values=-1)
-        top_scores = np.pad(top_scores, ((0, 0), (0, padding)), constant_values=resolved.worst())
-    per_query = PerQueryMetrics(
-        values={key: values[key] for key in [*summary_keys, "r_precision"]},
-        num_relevant=num_relevant,
-        first_positive_rank=first_rank,
-        evaluated=evaluated,
-        neighbours=SearchResult(top_scores, indices, resolved.higher_is_better),
-    )
-    return summary, per_query
+    return retrieval_metrics(
+        ranking,
+        ks=recall_ks,
+        precision_ks=checked_precision,
+        map_at_k=map_k,
+        weights=weights,
+        skip_queries_without_positives=skip_queries_without_positives,
+    ).summary

@@ -10,6 +10,7 @@ from lookalike.models.embedder import Embedder, create_embedder
 from lookalike.models.heads import HEADS, create_head
 from lookalike.models.pooling import POOLINGS
 from lookalike.models.preprocessing import Preprocessing, eval_transform
+from lookalike.models.spec import ModelSpec, build_embedder
 
 __all__ = [
     "BACKBONES",
@@ -18,7 +19,9 @@ __all__ = [
     "POOLINGS",
     "Backbone",
     "Embedder",
+    "ModelSpec",
     "Preprocessing",
+    "build_embedder",
     "create_backbone",
     "create_embedder",
     "create_head",

@@ -16,6 +16,7 @@ from typing import Any
 
 from lookalike.models.embedder import Embedder, create_embedder
 from lookalike.models.preprocessing import Preprocessing
+from lookalike.models.training_checkpoint import load_embedder_from_checkpoint
 from lookalike.utils.atomic import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -85,9 +86,7 @@ def load_embedder(folder_or_file: str | os.PathLike[str]) -> Embedder:
     from safetensors.torch import load_model
 
     if Path(folder_or_file).suffix == ".ckpt":
-        # a training checkpoint carries its model description; the trainer reads its format
-        from lookalike.train.export import load_embedder_from_checkpoint
-
+        # a training checkpoint carries its model description
         return load_embedder_from_checkpoint(folder_or_file)
     folder = _folder(folder_or_file)
     info = read_embedder_info(folder)

@@ -20,8 +20,9 @@ from lookalike.data.protocols import make_split
 from lookalike.data.records import ImageSet
 from lookalike.data.sources import load_source
 from lookalike.embed.extract import embed_image_set
+from lookalike.embed.spec import EmbedSpec
+from lookalike.models.spec import ModelSpec, build_embedder
 from lookalike.pipeline.evaluate import RUN_FILE, EvaluateConfig, EvaluateOutcome, run_evaluation
-from lookalike.pipeline.specs import EmbedSpec, ModelSpec, build_embedder
 from lookalike.train.config import TrainConfig
 from lookalike.train.run import TrainOutcome
 from lookalike.utils.atomic import atomic_write_json

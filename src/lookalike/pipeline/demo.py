@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lookalike.data.fashion_mnist import DEFAULT_SOURCE_DIR, export_fashion_mnist
+from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EmbeddingSet
+from lookalike.index.spec import IndexSpec
+from lookalike.models.spec import ModelSpec
 from lookalike.pipeline.evaluate import EvaluateConfig, EvaluateOutcome, run_evaluation
 from lookalike.pipeline.indexing import build_index
-from lookalike.pipeline.specs import EmbedSpec, IndexSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 

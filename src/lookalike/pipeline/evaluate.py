@@ -1,14 +1,18 @@
-"""``evaluate``: images or embeddings in; ranked results, metrics and the resolved config out.
+"""``evaluate``: images or embeddings in; one ranking, metrics, results and a report out.
 
 The job a user runs to score a model on a retrieval split::
 
     source ─ protocol ─► query / gallery images ─ embed ─► EmbeddingSets
-                                                    └─ index (gallery) ─ search (queries) ─► results.csv
-                                                    └─ exact, chunked ranking metrics ─────► metrics.json
+        ─ rank (exact, chunked, once) ─► ranking.npz ─┬─► metrics.json (Recall@K, mAP, MAP@R ...)
+                                                       ├─► open-set metrics at the threshold
+                                                       ├─► variants.csv (baseline of re-ranking)
+                                                       ├─► results.csv (when the index is exact)
+                                                       └─► report.html
 
-Metrics are computed by the exact, memory-bounded ranking of :mod:`lookalike.metrics` (so an
-approximate index never flatters or penalises a model), while ``results.csv`` comes from the
-configured index, as a deployment would serve it.
+The ranking is computed once, by :func:`lookalike.ranking.rank`, and everything downstream reads
+it. Metrics are exact, so an approximate index never flatters or penalises a model; when the
+configured index is approximate (IVF, HNSW, PQ) ``results.csv`` comes from searching it, as a
+deployment would serve it.
 """
 
 from __future__ import annotations
@@ -16,88 +20,29 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from rich.progress import Progress
 
 from lookalike.config import save_config
-from lookalike.data.protocols import make_split
-from lookalike.data.records import ImageSet
-from lookalike.data.sources import load_source
-from lookalike.embed.extract import embed_image_set
-from lookalike.embed.store import EmbeddingSet
+from lookalike.index import INDEXES
 from lookalike.index.io import read_index_metadata
-from lookalike.metrics import evaluate_retrieval
+from lookalike.index.result import SearchResult
+from lookalike.metrics import retrieval_metrics
 from lookalike.models import Embedder
-from lookalike.pipeline.open_set import (
-    RejectionSpec,
-    gallery_labels_with_distractors,
-    rejection_metrics,
-)
-from lookalike.pipeline.postprocess import PostprocessSpec, compare_variants, write_variants_csv
-from lookalike.pipeline.specs import EmbedSpec, IndexSpec, ModelSpec, build_embedder
+from lookalike.pipeline.evaluate_config import EvaluateConfig, check_evaluate_config
+from lookalike.pipeline.evaluate_inputs import EvaluationInputs, embedding_folders, load_inputs
+from lookalike.pipeline.open_set import RejectionSpec, rejection_metrics
+from lookalike.pipeline.postprocess import compare_variants, write_variants_csv
+from lookalike.ranking import RANKING_FILE, Ranking, rank
 from lookalike.report.html import build_report
+from lookalike.runs import CONFIG_FILE, RESULTS_FILE, VARIANTS_FILE, RunRecord, RunSettings
 from lookalike.search.topk import search_embeddings, self_exclusion
 from lookalike.search.writers import write_results
-from lookalike.utils.atomic import atomic_write_json
+from lookalike.utils.progress import ProgressFactory, tracker
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-RESULTS_FILE = "results.csv"
-CONFIG_FILE = "config.yaml"
-RUN_FILE = "run.json"
-VARIANTS_FILE = "variants.csv"
-
-
-@dataclass
-class EvaluateConfig:
-    """Settings of an ``evaluate`` run (typed defaults of its YAML config).
-
-    Either ``source`` (images, split by ``protocol`` and embedded with ``model``), ``embeddings``
-    (one folder written by ``lookalike embed``, split by ``protocol``), or both
-    ``query_embeddings`` and ``gallery_embeddings``.
-
-    Attributes:
-        source: Image source spec ("folder:PATH", "csv:FILE", "sop:ROOT", a path, or a mapping
-            ``{"type": "folder", "root": PATH, "distractor_classes": [...]}``).
-        protocol: Split protocol ("given", "all_vs_all", "per_class", "class_disjoint").
-        protocol_args: Extra protocol arguments (``query_fraction``, ``seed`` ...).
-        embeddings: One folder of precomputed embeddings, split by ``protocol`` like a source.
-        query_embeddings: Folder of precomputed query embeddings.
-        gallery_embeddings: Folder of precomputed gallery embeddings.
-        model: The embedder.
-        embed: How images are embedded.
-        index: The index that produces ``results.csv``.
-        postprocess: Whitening / DBA / QE / k-reciprocal steps, each scored beside the baseline
-            in ``variants.csv``.
-        rejection: A "no match" threshold (fixed, or the one stored with an index folder).
-        k: Results per query written to ``results.csv``.
-        recall_ks: K values of Recall@K.
-        map_at_k: K of MAP@K (Kaggle's MAP@5).
-        topk_weights: Weights of the competition's weighted top-k score, ``{K: weight}``.
-        output: Folder for everything the run writes.
-        report: Write ``report.html`` (plots, grids, embedding map) into the run folder.
-    """
-
-    source: Any = None
-    protocol: str = "given"
-    protocol_args: dict[str, Any] = field(default_factory=dict)
-    embeddings: str | None = None
-    query_embeddings: str | None = None
-    gallery_embeddings: str | None = None
-    model: ModelSpec = field(default_factory=ModelSpec)
-    embed: EmbedSpec = field(default_factory=EmbedSpec)
-    index: IndexSpec = field(default_factory=IndexSpec)
-    postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
-    rejection: RejectionSpec = field(default_factory=RejectionSpec)
-    k: int = 10
-    recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
-    map_at_k: int = 5
-    topk_weights: dict[int, float] = field(default_factory=lambda: {1: 600.0, 5: 300.0, 10: 100.0})
-    output: str = "runs/evaluate"
-    report: bool = True
+__all__ = ["EvaluateConfig", "EvaluateOutcome", "run_evaluation"]
 
 
 @dataclass
@@ -106,10 +51,13 @@ class EvaluateOutcome:
 
     Attributes:
         metrics: The metrics written to ``metrics.json`` (empty for unlabelled queries).
-        variants: ``{variant: metrics}`` of the post-processing variants (empty when none is on).
         output: The run folder.
         results_path: The ranked results file.
         skipped: Images that could not be read, ``[{"id", "path", "reason"}]``.
+        variants: ``{variant: metrics}`` of the post-processing variants (empty when none is on).
+        ranking: The run's ranking (also saved as ``ranking.npz``).
+        inputs: The embeddings ranked, with the split and embedder that made them.
+        report_path: ``report.html`` when one was written.
     """
 
     metrics: dict[str, float]
@@ -117,187 +65,9 @@ class EvaluateOutcome:
     results_path: Path
     skipped: list[dict[str, str]]
     variants: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def embed_query_gallery(
-    config: EvaluateConfig, embedder: Embedder | None = None
-) -> tuple[EmbeddingSet, EmbeddingSet, bool]:
-    """The query and gallery embeddings of ``config``, and whether queries are in the gallery.
-
-    With precomputed folders they are loaded (queries whose ids are all in the gallery are
-    excluded from their own ranking); otherwise the source is split by the protocol and
-    embedded (once, when the protocol queries every image against all others) into
-    ``output/embeddings/`` so an interrupted run resumes where it stopped.
-    """
-    if config.query_embeddings or config.gallery_embeddings:
-        if not (config.query_embeddings and config.gallery_embeddings):
-            raise ValueError("give both query_embeddings and gallery_embeddings, or a source")
-        query = EmbeddingSet.load(config.query_embeddings)
-        gallery = EmbeddingSet.load(config.gallery_embeddings)
-        if query.fingerprint and gallery.fingerprint and query.fingerprint != gallery.fingerprint:
-            raise ValueError(
-                f"{config.query_embeddings} and {config.gallery_embeddings} were embedded by "
-                f"different models ({query.fingerprint} vs {gallery.fingerprint}); embed both with one"
-            )
-        # The same images on both sides (e.g. one folder given twice): each is not its own match.
-        return query, gallery, set(query.ids) <= set(gallery.ids)
-    if config.embeddings:
-        return split_embeddings(EmbeddingSet.load(config.embeddings), config)
-    if not config.source:
-        raise ValueError(
-            "nothing to evaluate: give a source of images, an embedding folder, or two"
-        )
-    split = make_split(load_source(config.source), config.protocol, **config.protocol_args)
-    embedder = embedder or build_embedder(config.model)
-    folder = Path(config.output) / "embeddings"
-    spec = config.embed
-
-    def embed(images: Any, name: str) -> EmbeddingSet:
-        logger.info("embedding %d %s images", len(images), name)
-        return embed_image_set(
-            embedder,
-            images,
-            output_dir=folder / name,
-            batch_size=spec.batch_size,
-            num_workers=spec.num_workers,
-            device=spec.device,
-            tta=tuple(spec.tta),
-            shard_size=spec.shard_size,
-        )
-
-    if split.exclude_self:
-        gallery = embed(split.gallery, "all")
-        return rows_of(gallery, split.query), gallery, True
-    return embed(split.query, "query"), embed(split.gallery, "gallery"), False
-
-
-def split_embeddings(
-    embeddings: EmbeddingSet, config: EvaluateConfig
-) -> tuple[EmbeddingSet, EmbeddingSet, bool]:
-    """Split one precomputed embedding folder by the protocol, as a source of images would be."""
-    split = make_split(embeddings.to_image_set(), config.protocol, **config.protocol_args)
-    return rows_of(embeddings, split.query), rows_of(embeddings, split.gallery), split.exclude_self
-
-
-def rows_of(embeddings: EmbeddingSet, images: ImageSet) -> EmbeddingSet:
-    """The rows of ``embeddings`` holding ``images``, in their order (unreadable ones absent)."""
-    rows = self_exclusion(images.ids, embeddings.ids)
-    return embeddings.select(rows[rows >= 0])
-
-
-def run_evaluation(config: EvaluateConfig, embedder: Embedder | None = None) -> EvaluateOutcome:
-    """Embed (or load), search, score and write a run folder; see the module docstring."""
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / CONFIG_FILE)
-    query, gallery, queries_in_gallery = embed_query_gallery(config, embedder)
-    skipped = _merge_skipped(query, gallery)
-    query_folder, gallery_folder = _embedding_folders(config, query, gallery, queries_in_gallery)
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("searching", total=len(query))
-        result = search_embeddings(
-            query,
-            gallery,
-            k=config.k,
-            index_kind=config.index.kind,
-            metric=config.index.metric,
-            exclude_self=queries_in_gallery,
-            device=config.index.device,
-            progress=lambda n: bar.advance(task, n),
-            **config.index.params,
-        )
-    threshold = resolve_threshold(config.rejection)
-    results_path = write_results(
-        result, query.ids, gallery.ids, gallery.paths, output / RESULTS_FILE, threshold=threshold
-    )
-    metrics = score(config, query, gallery, queries_in_gallery)
-    if threshold is not None and metrics:
-        metrics.update(
-            rejection_metrics(result, query, gallery, threshold, config.map_at_k, _weights(config))
-        )
-    if metrics:
-        atomic_write_json(output / METRICS_FILE, metrics)
-    variants = {}
-    if config.postprocess.enabled and metrics:
-        labelled = query.select(np.flatnonzero([label is not None for label in query.labels]))
-        variants = compare_variants(
-            labelled,
-            gallery,
-            config.postprocess,
-            config.index.metric,
-            queries_in_gallery,
-            tuple(config.recall_ks),
-            config.map_at_k,
-            _weights(config),
-        )
-        write_variants_csv(variants, output / VARIANTS_FILE)
-    if skipped:
-        atomic_write_json(output / "skipped.json", skipped)
-    atomic_write_json(
-        output / RUN_FILE,
-        {
-            "kind": "evaluate",
-            "query_embeddings": query_folder,
-            "gallery_embeddings": gallery_folder,
-            "exclude_self": queries_in_gallery,
-            "metric": config.index.metric,
-            "threshold": threshold,
-            "k": config.k,
-        },
-    )
-    if config.report:
-        build_report(output)
-    return EvaluateOutcome(metrics, output, results_path, skipped, variants)
-
-
-def score(
-    config: EvaluateConfig, query: EmbeddingSet, gallery: EmbeddingSet, queries_in_gallery: bool
-) -> dict[str, float]:
-    """The ranking metrics of the labelled queries against the whole gallery.
-
-    Unlabelled gallery images are distractors (never a correct answer); unlabelled queries have
-    no ground truth and are left out. Returns ``{}`` when no query is labelled.
-    """
-    labelled = np.array([label is not None for label in query.labels], dtype=bool)
-    if not labelled.any() or all(label is None for label in gallery.labels):
-        logger.info("queries or gallery are unlabelled: results only, no metrics")
-        return {}
-    if not labelled.all():
-        logger.info("%d unlabelled queries left out of the metrics", int((~labelled).sum()))
-        query = query.select(np.flatnonzero(labelled))
-    gallery_labels = gallery_labels_with_distractors(gallery)
-    return evaluate_retrieval(
-        query.embeddings,
-        query.labels,
-        gallery.embeddings,
-        gallery_labels,
-        metric=config.index.metric,
-        ks=tuple(config.recall_ks),
-        map_at_k=config.map_at_k,
-        weights=_weights(config),
-        self_index=self_exclusion(query.ids, gallery.ids) if queries_in_gallery else None,
-        progress=True,
-    )
-
-
-def _embedding_folders(
-    config: EvaluateConfig, query: EmbeddingSet, gallery: EmbeddingSet, queries_in_gallery: bool
-) -> tuple[str, str]:
-    """Folders of the query and gallery embeddings (relative to the run folder when inside it)."""
-    if config.query_embeddings and config.gallery_embeddings:
-        return str(Path(config.query_embeddings).resolve()), str(
-            Path(config.gallery_embeddings).resolve()
-        )
-    folder = Path(config.output) / "embeddings"
-    gallery_name = "all" if queries_in_gallery else "gallery"
-    if config.embeddings:  # split from one folder: keep the two sides beside the run
-        gallery.save(folder / gallery_name)
-    if queries_in_gallery and len(query) == len(gallery):
-        return "embeddings/all", "embeddings/all"
-    if config.embeddings or queries_in_gallery:
-        query.save(folder / "query")
-    return "embeddings/query", f"embeddings/{gallery_name}"
+    ranking: Ranking | None = None
+    inputs: EvaluationInputs | None = None
+    report_path: Path | None = None
 
 
 def resolve_threshold(spec: RejectionSpec) -> float | None:
@@ -312,13 +82,144 @@ def resolve_threshold(spec: RejectionSpec) -> float | None:
     return float(value)
 
 
-def _weights(config: EvaluateConfig) -> dict[int, float]:
-    return {int(k): float(w) for k, w in config.topk_weights.items()}
+def rank_inputs(
+    config: EvaluateConfig, inputs: EvaluationInputs, progress: ProgressFactory | None = None
+) -> Ranking:
+    """The one ranking of the run: every query against the whole gallery, exact."""
+    query, gallery = inputs.query, inputs.gallery
+    return rank(
+        query.embeddings,
+        gallery.embeddings,
+        query.labels,
+        gallery.labels,
+        metric=config.index.metric,
+        k=config.ranking_depth(),
+        exclude_rows=self_exclusion(query.ids, gallery.ids) if inputs.exclude_self else None,
+        device=config.index.device,
+        progress=tracker(progress, "ranking", len(query)),
+    )
 
 
-def _merge_skipped(*sets: EmbeddingSet) -> list[dict[str, str]]:
-    seen: dict[str, dict[str, str]] = {}
-    for embedding_set in sets:
-        for entry in embedding_set.info.get("skipped", []):
-            seen.setdefault(str(entry.get("path")), entry)
-    return list(seen.values())
+def served_results(
+    config: EvaluateConfig,
+    inputs: EvaluationInputs,
+    ranking: Ranking,
+    progress: ProgressFactory | None = None,
+) -> SearchResult:
+    """The top-``k`` lists a deployment of the configured index would serve.
+
+    An exact index (flat, exact_torch) serves the ranking's own lists; an approximate one is
+    built and searched.
+    """
+    if INDEXES.get(config.index.kind).exact:
+        return ranking.neighbours.top(config.k)
+    return search_embeddings(
+        inputs.query,
+        inputs.gallery,
+        k=config.k,
+        index_kind=config.index.kind,
+        metric=config.index.metric,
+        exclude_self=inputs.exclude_self,
+        device=config.index.device,
+        progress=tracker(progress, f"searching {config.index.kind}", len(inputs.query)),
+        **config.index.params,
+    )
+
+
+def score(config: EvaluateConfig, ranking: Ranking) -> dict[str, float]:
+    """The ranking metrics of the labelled queries, ``{}`` when nothing is labelled.
+
+    Unlabelled gallery images are distractors (never a correct answer); unlabelled queries have
+    no ground truth and are left out.
+    """
+    codes = ranking.codes
+    if not codes.labelled_queries.any() or (codes.gallery < 0).all():
+        logger.info("queries or gallery are unlabelled: results only, no metrics")
+        return {}
+    unlabelled = int((~codes.labelled_queries).sum())
+    if unlabelled:
+        logger.info("%d unlabelled queries left out of the metrics", unlabelled)
+    return retrieval_metrics(
+        ranking, ks=config.recall_ks, map_at_k=config.map_at_k, weights=config.weights()
+    ).summary
+
+
+def compare_postprocessing(
+    config: EvaluateConfig, inputs: EvaluationInputs, ranking: Ranking
+) -> dict[str, dict[str, float]]:
+    """Each enabled re-ranking step beside the baseline (the run's ranking), labelled queries."""
+    labelled = np.flatnonzero(ranking.codes.labelled_queries)
+    return compare_variants(
+        inputs.query.select(labelled),
+        inputs.gallery,
+        config.postprocess,
+        config.index.metric,
+        inputs.exclude_self,
+        tuple(config.recall_ks),
+        config.map_at_k,
+        config.weights(),
+        baseline=ranking.select(labelled).neighbours,
+    )
+
+
+def run_evaluation(
+    config: EvaluateConfig,
+    embedder: Embedder | None = None,
+    progress: ProgressFactory | None = None,
+) -> EvaluateOutcome:
+    """Embed (or load), rank once, score and write a run folder; see the module docstring.
+
+    Args:
+        config: The run's settings; validated before anything is written.
+        embedder: A model already in memory, used instead of building ``config.model``.
+        progress: Receives the progress of the ranking and of an approximate search.
+
+    Returns:
+        What the run produced; its folder is ``config.output``.
+    """
+    check_evaluate_config(config)
+    threshold = resolve_threshold(config.rejection)
+    inputs = load_inputs(config, embedder)
+    record = RunRecord(config.output)
+    record.root.mkdir(parents=True, exist_ok=True)
+    save_config(config, record.path(CONFIG_FILE))
+
+    ranking = rank_inputs(config, inputs, progress)
+    record.write_ranking(ranking)
+    served = served_results(config, inputs, ranking, progress)
+    query, gallery = inputs.query, inputs.gallery
+    results_path = write_results(
+        served, query.ids, gallery.ids, gallery.paths, record.path(RESULTS_FILE),
+        threshold=threshold,
+    )
+    metrics = score(config, ranking)
+    if threshold is not None and metrics:
+        metrics.update(
+            rejection_metrics(ranking, threshold, config.k, config.map_at_k, config.weights())
+        )
+    if metrics:
+        record.write_metrics(metrics)
+    variants: dict[str, dict[str, float]] = {}
+    if config.postprocess.enabled and metrics:
+        variants = compare_postprocessing(config, inputs, ranking)
+        write_variants_csv(variants, record.path(VARIANTS_FILE))
+    skipped = inputs.skipped()
+    if skipped:
+        record.write_skipped(skipped)
+    query_folder, gallery_folder = embedding_folders(config, inputs)
+    record.write_settings(
+        RunSettings(
+            kind="evaluate",
+            query_embeddings=query_folder,
+            gallery_embeddings=gallery_folder,
+            ranking=RANKING_FILE,
+            exclude_self=inputs.exclude_self,
+            metric=config.index.metric,
+            threshold=threshold,
+            k=config.k,
+        )
+    )
+    report_path = build_report(record.root) if config.report else None
+    return EvaluateOutcome(
+        metrics, record.root, results_path, skipped, variants, ranking, inputs, report_path
+    )

@@ -3,22 +3,29 @@
 An index folder (see :mod:`lookalike.index.io`) keeps the gallery's ids, paths, labels and the
 fingerprint of the embedder that made it, so a search with another model is refused rather than
 silently wrong, and a rejection threshold tuned later travels with it.
+
+Queries are an :class:`EmbeddingSet`, an embedding folder, or images; images are embedded with
+the model given, which is checked against the index's fingerprint before any image is read.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import Progress
 
-from lookalike.embed.store import EmbeddingSet
+from lookalike.embed.spec import EmbedSpec
+from lookalike.embed.store import EMBEDDINGS_FILE, EmbeddingSet
 from lookalike.index import Index, create_index, load_index, save_index
-from lookalike.search.result import SearchResult
-from lookalike.search.topk import drop_rows, search, self_exclusion
-from lookalike.search.writers import write_results
+from lookalike.index.result import SearchResult
+from lookalike.models.spec import ModelSpec, build_embedder
+from lookalike.pipeline.embedding import embed_images
+from lookalike.search.topk import search, self_exclusion
+from lookalike.search.writers import results_format, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +33,7 @@ TRAIN_SAMPLE = 100_000
 
 
 def build_index(
-    gallery: EmbeddingSet,
+    gallery: EmbeddingSet | str | Path,
     output: str | Path,
     kind: str = "flat",
     metric: str = "cosine",
@@ -34,26 +41,34 @@ def build_index(
     train_sample: int = TRAIN_SAMPLE,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
+    threshold: float | None = None,
     **params: Any,
 ) -> tuple[Index, Path]:
     """Build an index over ``gallery`` and save it to ``output``.
 
     Args:
-        gallery: ``(N, D)`` gallery embeddings with their ids.
+        gallery: ``(N, D)`` gallery embeddings with their ids, or their folder.
         output: The index folder.
         kind: Registered index name ("flat", "ivf_flat", "ivf_pq", "hnsw", "exact_torch").
         metric: "cosine", "ip", "l2" or "l1".
         device: "cpu" or "cuda[:N]".
         train_sample: Rows drawn (seeded) to train indexes that need training (IVF, PQ).
         seed: Seed of that draw.
-        extra: Stored with the metadata (e.g. ``{"threshold": 0.42}``).
+        extra: Stored with the metadata (e.g. ``{"source": "v2"}``).
+        threshold: Rejection threshold stored with the index (``extra["threshold"]``), applied
+            by :func:`search_index` unless it is given another.
         **params: Index parameters (``nlist``, ``m``, ``M``, ``nprobe``, ``ef_search`` ...).
 
     Returns:
         The built index and its folder.
     """
+    if not isinstance(gallery, EmbeddingSet):
+        gallery = EmbeddingSet.load(gallery)
     if len(gallery) == 0:
         raise ValueError("the gallery has no embeddings; nothing to index")
+    extra = dict(extra or {})
+    if threshold is not None:
+        extra["threshold"] = float(threshold)
     index = create_index(kind, gallery.dim, metric, device=device, **params)
     if not index.is_trained:
         rows = np.random.default_rng(seed).permutation(len(gallery))[:train_sample]
@@ -72,51 +87,89 @@ def build_index(
     return index, Path(folder)
 
 
+@dataclass
+class SearchOutcome:
+    """What :func:`search_index` found and where it wrote it.
+
+    Attributes:
+        result: ``(Q, k)`` ranking into the index's rows (k clamped to the index size).
+        path: The results file.
+        queries: The query embeddings, row-aligned with ``result`` (embedded here when images
+            were given; unreadable images are absent).
+        threshold: The rejection threshold applied, None when none was.
+    """
+
+    result: SearchResult
+    path: Path
+    queries: EmbeddingSet
+    threshold: float | None
+
+
 def search_index(
     index_folder: str | Path,
-    queries: EmbeddingSet,
+    queries: EmbeddingSet | str | Path,
     output: str | Path,
     k: int = 10,
     device: str = "cpu",
     threshold: float | None = None,
     use_threshold: bool = True,
     exclude_self: bool = False,
-) -> tuple[SearchResult, Path]:
-    """Search a saved index with query embeddings and write the ranked results.
+    model: ModelSpec | None = None,
+    embed: EmbedSpec | None = None,
+    query_embeddings_dir: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SearchOutcome:
+    """Search a saved index with queries and write the ranked results.
 
     Args:
         index_folder: A folder written by :func:`build_index`.
-        queries: Query embeddings; their fingerprint must match the index's.
+        queries: Query embeddings, their folder, or query images (a source spec for
+            :func:`~lookalike.data.sources.load_source`: a folder, a manifest ...) to embed;
+            embeddings must come from the model that built the index (same fingerprint).
         output: Results file, ``.csv`` or ``.json``.
-        k: Results per query.
+        k: Results per query (at most the index size).
         device: Where to load the index.
         threshold: A rejection threshold that overrides the one stored with the index.
         use_threshold: Apply a threshold (given, or stored with the index) at all.
         exclude_self: Drop each query's own id from its results (queries are in the gallery).
+        model: The model that embeds query images (None: ``ModelSpec()``); unused for
+            embeddings.
+        embed: How query images are embedded (None: ``EmbedSpec()``).
+        query_embeddings_dir: Folder to keep the query images' embeddings in (resumable);
+            None keeps them in memory, so nothing but ``output`` is written.
+        progress: Called with increments: images embedded (for query images), then queries
+            searched.
 
     Returns:
-        The ``(Q, k)`` result into the index's rows, and the written file.
+        The ranking, the written file, the query embeddings and the threshold applied.
+
+    Raises:
+        ValueError: Queries from another model or of another dimension, ``k < 1``, or an
+            ``output`` that is neither ``.csv`` nor ``.json``.
+        FileNotFoundError: The index folder or the queries do not exist.
     """
-    index, metadata = load_index(index_folder, queries.fingerprint, device=device)
-    if queries.dim != metadata.dim:
+    results_format(output)  # fail on a bad suffix before embedding anything
+    if isinstance(queries, EmbeddingSet) or (Path(queries) / EMBEDDINGS_FILE).is_file():
+        query_set = queries if isinstance(queries, EmbeddingSet) else EmbeddingSet.load(queries)
+        index, metadata = load_index(index_folder, query_set.fingerprint, device=device)
+    else:
+        embedder = build_embedder(model or ModelSpec())
+        index, metadata = load_index(index_folder, embedder.fingerprint(), device=device)
+        query_set = embed_images(
+            queries, query_embeddings_dir, model=embedder, embed=embed, progress=progress
+        )
+    if query_set.dim != metadata.dim:
         raise ValueError(
-            f"queries have dimension {queries.dim} but the index at {index_folder} holds "
+            f"queries have dimension {query_set.dim} but the index at {index_folder} holds "
             f"dimension {metadata.dim}; embed the queries with the model that built the index"
         )
-    if threshold is None:
+    if not use_threshold:
+        threshold = None
+    elif threshold is None:
         threshold = metadata.threshold
-    depth = min(k + int(exclude_self), metadata.ntotal)
-    with Progress(transient=True) as bar:
-        task = bar.add_task("searching", total=len(queries))
-        result = search(index, queries.embeddings, depth, progress=lambda n: bar.advance(task, n))
-    if exclude_self:
-        result = drop_rows(result, self_exclusion(queries.ids, metadata.ids), k)
+    exclude_rows = self_exclusion(query_set.ids, metadata.ids) if exclude_self else None
+    result = search(index, query_set.embeddings, k, exclude_rows, progress=progress)
     path = write_results(
-        result,
-        queries.ids,
-        metadata.ids,
-        metadata.paths,
-        output,
-        threshold=threshold if use_threshold else None,
+        result, query_set.ids, metadata.ids, metadata.paths, output, threshold=threshold
     )
-    return result, path
+    return SearchOutcome(result, path, query_set, threshold)

@@ -10,7 +10,7 @@ score, or accept/reject F1) is kept, beside the percentile rule for comparison.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,21 +19,26 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lookalike.embed.store import EmbeddingSet
+from lookalike.index import get_metric, set_index_threshold
+from lookalike.index.io import check_index_folder
+from lookalike.index.result import SearchResult
 from lookalike.metrics.ranking import DEFAULT_TOPK_WEIGHTS
+from lookalike.ranking import Ranking
 from lookalike.report.plots import figure_to_png
-from lookalike.search.rejection import (
+from lookalike.search.open_set_scores import (
     accept_reject_f1,
     fnmr_at_fmr,
-    holdout_distractors,
     map_at_k_with_rejection,
-    nearest_positive_scores,
     objective_depth,
     open_set_roc,
-    percentile_threshold,
-    tune_threshold,
     weighted_topk_with_rejection,
 )
-from lookalike.search.result import SearchResult
+from lookalike.search.thresholds import (
+    holdout_distractors,
+    nearest_positive_scores,
+    percentile_threshold,
+    tune_threshold,
+)
 from lookalike.search.topk import search_embeddings
 from lookalike.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -42,6 +47,8 @@ logger = logging.getLogger(__name__)
 # Unlabelled gallery images get this label: no query carries it, so they are never a match.
 DISTRACTOR = "\x00distractor"
 THRESHOLD_FILE = "threshold.json"
+THRESHOLD_CURVE_FILE = "threshold_curve.csv"
+THRESHOLD_PLOT_FILE = "threshold.png"
 
 
 @dataclass
@@ -103,8 +110,8 @@ class ThresholdOutcome:
         summary = {key: value for key, value in asdict(self).items() if key != "curve"}
         atomic_write_json(folder / THRESHOLD_FILE, summary)
         rows = "\n".join(f"{t:.8g},{v:.8g}" for t, v in self.curve)
-        atomic_write_text(folder / "threshold_curve.csv", f"threshold,{self.objective}\n{rows}\n")
-        atomic_write_bytes(folder / "threshold.png", figure_to_png(self.plot()))
+        atomic_write_text(folder / THRESHOLD_CURVE_FILE, f"threshold,{self.objective}\n{rows}\n")
+        atomic_write_bytes(folder / THRESHOLD_PLOT_FILE, figure_to_png(self.plot()))
         return folder / THRESHOLD_FILE
 
     def plot(self) -> Figure:
@@ -159,6 +166,7 @@ def tune_rejection(
     metric: str = "cosine",
     exclude_self: bool = False,
     weights: Mapping[int, float] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ThresholdOutcome:
     """Choose the rejection threshold on validation query/gallery embeddings.
 
@@ -169,6 +177,7 @@ def tune_rejection(
         metric: "cosine", "ip", "l2" or "l1".
         exclude_self: Queries are gallery images (matched by id).
         weights: Weighted top-k weights.
+        progress: Called with the number of queries searched after each batch.
     """
     weights = DEFAULT_TOPK_WEIGHTS if weights is None else weights
     query_labels: list[str | None] = [None if label is None else str(label) for label in query.labels]
@@ -187,7 +196,9 @@ def tune_rejection(
             "distractor queries or a holdout_fraction in (0, 1)"
         )
     depth = objective_depth(spec.objective, weights)
-    result = search_embeddings(query, gallery, k=min(depth, len(gallery)), metric=metric, exclude_self=exclude_self)
+    result = search_embeddings(
+        query, gallery, k=depth, metric=metric, exclude_self=exclude_self, progress=progress
+    )
     labels = gallery_labels_with_distractors(gallery)
     threshold, curve = tune_threshold(result, query_labels, labels, spec.objective, weights=weights)
     genuine_scores = nearest_positive_scores(result, query_labels, labels)
@@ -207,11 +218,95 @@ def tune_rejection(
     )
 
 
+@dataclass
+class SavedThreshold:
+    """A tuned threshold written to disk (and, when asked, stored in an index).
+
+    Attributes:
+        outcome: The threshold and the evidence for it.
+        path: ``threshold.json``; ``threshold_curve.csv`` and ``threshold.png`` lie beside it.
+        plot: ``threshold.png``, the objective against the threshold.
+        index: The index folder the threshold was stored in, None when none was given.
+    """
+
+    outcome: ThresholdOutcome
+    path: Path
+    plot: Path
+    index: Path | None = None
+
+
+def tune_and_save_threshold(
+    query: EmbeddingSet | str | Path,
+    gallery: EmbeddingSet | str | Path,
+    spec: RejectionSpec | None = None,
+    metric: str = "cosine",
+    output: str | Path = "threshold",
+    index: str | Path | None = None,
+    exclude_self: bool | None = None,
+    weights: Mapping[int, float] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SavedThreshold:
+    """Tune the rejection threshold (:func:`tune_rejection`), save it, and store it in an index.
+
+    ``search``, ``submission`` and ``evaluate`` then apply the index's stored threshold by
+    default. The index folder is checked before anything is written: a missing or incomplete
+    index, one built with another metric, or one of another model's embeddings fails first.
+
+    Args:
+        query: Validation query embeddings or their folder; unlabelled ones are distractors.
+        gallery: Validation gallery embeddings or their folder.
+        spec: Objective, hold-out fraction, percentile and seed; None: ``RejectionSpec()``.
+        metric: "cosine", "ip", "l2" or "l1"; the index's metric when ``index`` is given.
+        output: Folder for ``threshold.json``, ``threshold_curve.csv`` and ``threshold.png``.
+        index: Index folder to store the threshold in.
+        exclude_self: Queries are gallery images (matched by id) whose own rows are dropped;
+            None: when every query id is a gallery id.
+        weights: Weighted top-k weights.
+        progress: Called with the number of queries searched after each batch.
+
+    Raises:
+        ValueError: The index's metric or model differs from the embeddings', or the data
+            cannot make both genuine and distractor queries.
+        FileNotFoundError: The embeddings, or a file of the index folder, do not exist.
+    """
+    query = query if isinstance(query, EmbeddingSet) else EmbeddingSet.load(query)
+    gallery = gallery if isinstance(gallery, EmbeddingSet) else EmbeddingSet.load(gallery)
+    if index is not None:
+        _check_threshold_index(index, metric, gallery.fingerprint)
+    if exclude_self is None:
+        exclude_self = set(query.ids) <= set(gallery.ids)
+    outcome = tune_rejection(
+        query, gallery, spec or RejectionSpec(), metric, exclude_self, weights, progress
+    )
+    path = outcome.save(output)
+    if index is not None:
+        set_index_threshold(index, outcome.threshold)
+    return SavedThreshold(
+        outcome, path, path.parent / THRESHOLD_PLOT_FILE, None if index is None else Path(index)
+    )
+
+
+def _check_threshold_index(index: str | Path, metric: str, fingerprint: str | None) -> None:
+    """Refuse an index the threshold would be wrong for, before anything is written."""
+    stored = check_index_folder(index)
+    index_metric = get_metric(stored["metric"]).name
+    if index_metric != get_metric(metric).name:
+        raise ValueError(
+            f"the index at {index} ranks by {index_metric} but the threshold is tuned on "
+            f"{get_metric(metric).name} scores; tune with metric={index_metric!r}"
+        )
+    stored_fingerprint = stored.get("fingerprint")
+    if fingerprint and stored_fingerprint and fingerprint != stored_fingerprint:
+        raise ValueError(
+            f"the index at {index} holds embeddings of model {stored_fingerprint} but the "
+            f"gallery embeddings come from {fingerprint}; tune on embeddings of the index's model"
+        )
+
+
 def rejection_metrics(
-    result: SearchResult,
-    query: EmbeddingSet,
-    gallery: EmbeddingSet,
+    ranking: Ranking,
     threshold: float,
+    k: int | None = None,
     map_at: int = 5,
     weights: Mapping[int, float] | None = None,
 ) -> dict[str, Any]:
@@ -219,9 +314,18 @@ def rejection_metrics(
 
     Keys: ``map@K``/``weighted_topk``/``f1`` with suffix ``_rejection`` (at the threshold) and
     ``_no_rejection``; ``fnmr@fmr=0.01`` and ROC AUC when there are distractor queries.
+
+    Args:
+        ranking: The run's ranking; unlabelled queries are distractors.
+        threshold: The rejection threshold, in the metric's own sense.
+        k: Neighbours per list (the served depth); all the ranking keeps when None.
+        map_at: K of MAP@K.
+        weights: Weighted top-k score weights.
     """
-    query_labels = [None if label is None else str(label) for label in query.labels]
-    labels = gallery_labels_with_distractors(gallery)
+    result = ranking.neighbours if k is None else ranking.neighbours.top(k)
+    classes = [str(label) for label in ranking.codes.classes]
+    query_labels = [classes[code] if code >= 0 else None for code in ranking.codes.query.tolist()]
+    labels = [classes[code] if code >= 0 else DISTRACTOR for code in ranking.codes.gallery.tolist()]
     metrics: dict[str, Any] = {"threshold": float(threshold)}
     for objective in (f"map@{map_at}", "weighted_topk", "f1"):
         metrics[f"{objective}_no_rejection"] = objective_value(result, query_labels, labels, objective, None, weights)

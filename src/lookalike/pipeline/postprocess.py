@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.embed.store import EmbeddingSet
+from lookalike.index.result import SearchResult
 from lookalike.metrics.ranking import (
     DEFAULT_TOPK_WEIGHTS,
     map_at_k,
@@ -28,8 +29,8 @@ from lookalike.metrics.ranking import (
     recall_at_k,
     weighted_topk,
 )
+from lookalike.ranking import encode_labels, relevance
 from lookalike.search.rerank import database_augmentation, k_reciprocal_rerank, query_expansion
-from lookalike.search.result import SearchResult
 from lookalike.search.topk import search_embeddings
 from lookalike.search.whitening import PCAWhitening
 
@@ -170,14 +171,9 @@ def ranking_metrics(
         weights: Weighted top-k score weights ``{k: weight}``.
         exclude_self: The query's own gallery copy is not counted as relevant.
     """
-    gallery_array = np.asarray(gallery_labels, dtype=object)
-    query_array = np.asarray(query_labels, dtype=object)
-    indices = result.indices
-    matches = (indices >= 0) & (gallery_array[np.maximum(indices, 0)] == query_array[:, None])
-    counts: dict[object, int] = {}
-    for label in gallery_labels:
-        counts[label] = counts.get(label, 0) + 1
-    num_relevant = np.array([counts.get(label, 0) - int(exclude_self) for label in query_labels])
+    codes = encode_labels(query_labels, gallery_labels)
+    matches = relevance(result.indices, codes)
+    num_relevant = codes.num_relevant() - int(exclude_self)
     width = matches.shape[1]
     metrics = {f"recall@{k}": float(recall_at_k(matches, k)) for k in ks if k <= width}
     if width >= 10:
@@ -201,10 +197,28 @@ def compare_variants(
     ks: Sequence[int] = (1, 5, 10),
     map_at: int = 5,
     weights: Mapping[int, float] | None = None,
+    baseline: SearchResult | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``{variant: metrics}`` for the baseline, each enabled step, and all enabled steps."""
+    """``{variant: metrics}`` for the baseline, each enabled step, and all enabled steps.
+
+    Args:
+        baseline: The run's own exact ranking of ``query`` (at least ``spec.depth`` deep, or the
+            whole gallery): scored as the baseline instead of ranking the gallery again.
+    """
+    depth = min(spec.depth, len(gallery) - int(exclude_self))
+    if baseline is not None and (len(baseline) != len(query) or baseline.k < depth):
+        raise ValueError(
+            f"the baseline ranking holds {len(baseline)} x {baseline.k} neighbours; "
+            f"variants need {len(query)} x {depth}"
+        )
     table = {}
     for name, steps in variant_steps(spec).items():
+        if not steps and baseline is not None:
+            table[name] = ranking_metrics(
+                baseline.top(depth), query.labels, gallery.labels, ks, map_at, weights,
+                exclude_self,
+            )
+            continue
         logger.info("ranking variant %s", name)
         result = rank_variant(query, gallery, steps, spec, metric, exclude_self)
         table[name] = ranking_metrics(

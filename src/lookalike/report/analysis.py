@@ -1,8 +1,8 @@
 """Error analysis of a retrieval run: per-class recall, confusions, predicted classes, similarities.
 
-The ranking comes from :func:`lookalike.metrics.evaluate_retrieval` (exact, chunked, with the
-query's own image removed when the gallery contains the queries), so every number here agrees
-with ``metrics.json``. Similarity histograms use every (query, gallery) pair when there are few,
+The ranking is the run's own (``ranking.npz``, exact, with the query's own image removed when
+the gallery contains the queries): nothing here ranks again, so every number agrees with
+``metrics.json``. Similarity histograms use every (query, gallery) pair when there are few,
 else a seeded sample of pairs scored in chunks; no ``(Q, N)`` matrix is ever built.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,12 +18,12 @@ import torch
 
 from lookalike.embed.store import EmbeddingSet
 from lookalike.index.metrics import Metric, get_metric
-from lookalike.metrics.retrieval import PerQueryMetrics, evaluate_retrieval
+from lookalike.metrics.retrieval import PerQueryMetrics, retrieval_metrics
+from lookalike.ranking import UNLABELLED, Ranking, encode_labels
 from lookalike.search.topk import self_exclusion
 
 logger = logging.getLogger(__name__)
 
-UNLABELLED = "(unlabelled)"
 PAIR_CHUNK = 512
 
 
@@ -33,7 +33,7 @@ class RankingAnalysis:
 
     Attributes:
         query_rows: ``(M,)`` rows of the query set that were ranked (those with a label).
-        summary: The summary metrics of :func:`evaluate_retrieval`.
+        summary: The summary metrics of :func:`~lookalike.metrics.retrieval_metrics`.
         per_query: Per-query values, first-positive ranks and top neighbours of those ``M`` rows.
         top1_labels: ``M`` labels of each query's best gallery item (:data:`UNLABELLED` for a
             gallery item without a label, ``None`` where the gallery is empty).
@@ -77,54 +77,28 @@ class SimilaritySamples:
     exhaustive: bool
 
 
-def _gallery_keys(labels: Sequence[str | None]) -> list[Hashable]:
-    # An unlabelled gallery item (a distractor) gets a key no query label can equal.
-    return [("unlabelled", row) if label is None else label for row, label in enumerate(labels)]
-
-
-def analyse_ranking(
-    query: EmbeddingSet,
-    gallery: EmbeddingSet,
-    metric: str = "cosine",
-    k: int = 10,
-    exclude_self: bool = False,
-    chunk_size: int = 1024,
-) -> RankingAnalysis | None:
-    """Rank the gallery for every labelled query with :func:`evaluate_retrieval`.
+def analyse_ranking(ranking: Ranking, k: int = 10) -> RankingAnalysis | None:
+    """Per-query metrics and top-1 answers of the labelled queries of a run's saved ranking.
 
     Args:
-        query: Query embeddings; unlabelled rows (distractors) are left out.
-        gallery: Gallery embeddings; unlabelled rows are never relevant.
-        metric: "cosine", "ip", "l2" or "l1".
-        k: Neighbours kept per query (at least 10, the default recall cut-offs).
-        exclude_self: Each query's own id is in the gallery and is removed from its ranking.
-        chunk_size: Queries scored at once.
+        ranking: The run's ranking (``ranking.npz``); nothing is ranked here.
+        k: Results per query the report shows (recall is also reported at this cut-off).
 
     Returns:
         The analysis, or None when no query or no gallery item has a label.
     """
-    rows = np.array([i for i, label in enumerate(query.labels) if label is not None], np.int64)
-    if len(rows) == 0 or len(gallery) == 0 or all(label is None for label in gallery.labels):
+    codes = ranking.codes
+    rows = np.flatnonzero(codes.labelled_queries).astype(np.int64)
+    if len(rows) == 0 or ranking.num_gallery == 0 or (codes.gallery < 0).all():
         logger.info("no labelled queries or gallery items: skipping the ranking analysis")
         return None
-    labelled = query.select(rows)
-    self_index = self_exclusion(labelled.ids, gallery.ids) if exclude_self else None
-    summary, per_query = evaluate_retrieval(
-        labelled.embeddings,
-        labelled.labels,
-        gallery.embeddings,
-        _gallery_keys(gallery.labels),
-        metric=metric,
-        ks=sorted({1, 5, 10, int(k)}),
-        self_index=self_index,
-        chunk_size=chunk_size,
-        return_per_query=True,
-    )
-    top1 = per_query.neighbours.indices[:, 0]
-    top1_labels = [
-        None if row < 0 else (gallery.labels[row] or UNLABELLED) for row in top1.tolist()
+    scored = retrieval_metrics(ranking, ks=sorted({1, 5, 10, int(k)}))
+    top1 = ranking.select(rows).neighbours.indices[:, 0]
+    top1_labels: list[str | None] = [
+        None if row < 0 else (UNLABELLED if label is None else str(label))
+        for row, label in zip(top1.tolist(), ranking.labels_of(top1))
     ]
-    return RankingAnalysis(rows, summary, per_query, top1_labels)
+    return RankingAnalysis(rows, scored.summary, scored.per_query, top1_labels)
 
 
 def per_class_recall(
@@ -194,21 +168,6 @@ def paired_scores(
     return out
 
 
-def _label_codes(
-    query_labels: Sequence[str | None], gallery_labels: Sequence[str | None]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Shared int codes; unlabelled items get -1 (queries) or -2 (gallery), never positive."""
-    codes: dict[str, int] = {}
-
-    def encode(labels: Sequence[str | None], missing: int) -> np.ndarray:
-        return np.array(
-            [missing if label is None else codes.setdefault(label, len(codes)) for label in labels],
-            dtype=np.int64,
-        )
-
-    return encode(query_labels, -1), encode(gallery_labels, -2)
-
-
 def similarity_samples(
     query: EmbeddingSet,
     gallery: EmbeddingSet,
@@ -234,7 +193,8 @@ def similarity_samples(
     """
     if max_pairs < 2:
         raise ValueError(f"max_pairs must be at least 2, got {max_pairs}")
-    query_codes, gallery_codes = _label_codes(query.labels, gallery.labels)
+    codes = encode_labels(query.labels, gallery.labels)
+    query_codes, gallery_codes = codes.query, codes.gallery
     own = self_exclusion(query.ids, gallery.ids) if exclude_self else np.full(len(query), -1)
     num_queries, num_gallery = len(query), len(gallery)
     if num_queries * num_gallery <= max_pairs:

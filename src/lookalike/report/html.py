@@ -1,9 +1,8 @@
 """One self-contained HTML page per run: metrics, error analysis, plots and result grids.
 
-``build_report(run_dir)`` reads the run folder (:mod:`lookalike.report.run_folder`), ranks the
-gallery for every labelled query with the library's exact evaluation
-(:func:`lookalike.report.analysis.analyse_ranking`) and writes ``run_dir/report.html``
-atomically. Every image is inlined as a base64 data URI and the page has no external CSS or
+``build_report(run_dir)`` reads the run folder (:mod:`lookalike.report.run_folder`), including
+the ranking the job saved (``ranking.npz``: the report never ranks), and writes
+``run_dir/report.html`` atomically. Every image is inlined as a base64 data URI and the page has no external CSS or
 JavaScript, so it can be mailed or archived as one file. A small inline script records how many
 images decoded (``<body data-images-loaded>``), which the browser test reads back.
 """
@@ -15,15 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lookalike.embed.store import EmbeddingSet
+from lookalike.ranking import Ranking
 from lookalike.report import sections
 from lookalike.report.analysis import analyse_ranking
 from lookalike.report.markup import escape, note
 from lookalike.report.run_folder import RunFolder, load_run_folder
+from lookalike.runs import REPORT_FILE
 from lookalike.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
-
-REPORT_FILE = "report.html"
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -55,6 +54,28 @@ def _load_set(folder: RunFolder, key: str, notes: list[str]) -> EmbeddingSet | N
         logger.warning("%s", error)
         notes.append(f"{key}: {error}")
         return None
+
+
+def _load_ranking(
+    folder: RunFolder,
+    query: EmbeddingSet | None,
+    gallery: EmbeddingSet | None,
+    notes: list[str],
+) -> Ranking | None:
+    """The run's saved ranking, checked against the embeddings it ranked; None with a note."""
+    if query is None or gallery is None:
+        return None
+    ranking = folder.load_ranking()
+    if ranking is None:
+        notes.append("ranking.npz is absent: rerun the job to get per-query analysis and grids")
+        return None
+    if ranking.num_queries != len(query) or ranking.num_gallery != len(gallery):
+        raise ValueError(
+            f"the ranking in {folder.root} holds {ranking.num_queries} x {ranking.num_gallery} "
+            f"items but run.json names {len(query)} queries and {len(gallery)} gallery items; "
+            "rerun the job"
+        )
+    return ranking
 
 
 def render_page(title: str, subtitle: str, parts: Sequence[tuple[str, str, str]]) -> str:
@@ -112,10 +133,8 @@ def build_report(
     gallery = _load_set(folder, "gallery_embeddings", notes) if settings else None
     train = _load_set(folder, "train_embeddings", notes) if settings else None
     exclude_self = bool(settings and settings.exclude_self)
-    analysis = None
-    if query is not None and gallery is not None:
-        logger.info("ranking %d queries against %d gallery items", len(query), len(gallery))
-        analysis = analyse_ranking(query, gallery, metric, top_k, exclude_self)
+    ranking = _load_ranking(folder, query, gallery, notes)
+    analysis = analyse_ranking(ranking, top_k) if ranking is not None else None
 
     parts = [
         ("metrics", "Metrics", sections.metrics_section(folder)),

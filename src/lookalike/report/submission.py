@@ -27,8 +27,8 @@ from typing import Literal
 
 import numpy as np
 
+from lookalike.index.result import SearchResult
 from lookalike.search.rejection import apply_threshold
-from lookalike.search.result import SearchResult
 from lookalike.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)

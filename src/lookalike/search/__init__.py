@@ -1,9 +1,10 @@
 """Top-k search, re-ranking, rejection thresholds and result writers.
 
-Import submodules directly (``lookalike.search.topk``, ``lookalike.search.writers``): the index
-package imports :mod:`lookalike.search.result`, so this package stays free of index imports.
+Import submodules directly (``lookalike.search.topk``, ``lookalike.search.writers``).
+:class:`SearchResult` lives in :mod:`lookalike.index.result` (indexes return it); it is
+re-exported here for convenience.
 """
 
-from lookalike.search.result import SearchResult
+from lookalike.index.result import SearchResult
 
 __all__ = ["SearchResult"]

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import sparse
 
 from lookalike.index.metrics import get_metric
-from lookalike.search.result import SearchResult
+from lookalike.index.result import SearchResult
 
 _PAIR_BUDGET = 1 << 22
 _RERANK_METRICS = ("cosine", "l1", "l2")

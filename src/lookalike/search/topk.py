@@ -2,7 +2,8 @@
 
 When the gallery contains the queries (the Stanford Online Products protocol of Oh Song et al.,
 "Deep Metric Learning via Lifted Structured Feature Embedding", CVPR 2016), each query's own row
-would trivially rank first; ``exclude_self`` searches one extra neighbour and drops it.
+would trivially rank first. :func:`search` with ``exclude_rows`` searches one extra neighbour and
+drops each query's own row; every caller that excludes rows goes through it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from lookalike.embed.store import EmbeddingSet
 from lookalike.index.base import Index, create_index
-from lookalike.search.result import SearchResult
+from lookalike.index.result import SearchResult
 
 DEFAULT_BATCH_SIZE = 4096
 
@@ -23,40 +24,65 @@ def search(
     index: Index,
     query_embeddings: np.ndarray,
     k: int,
+    exclude_rows: np.ndarray | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
 ) -> SearchResult:
     """The ``k`` best gallery rows for each query, searching ``batch_size`` queries at a time.
 
+    ``k`` is clamped to the index size. With ``exclude_rows`` the index is searched
+    ``min(k + 1, ntotal)`` deep and each query's excluded row is dropped, so a query that is a
+    gallery image gets ``k`` other neighbours.
+
     Args:
         index: A built index holding the gallery.
         query_embeddings: ``(Q, D)`` float32 query rows.
-        k: Neighbours per query.
+        k: Neighbours per query, at least 1.
+        exclude_rows: ``(Q,)`` gallery row to drop from each query's ranking, -1 for none (see
+            :func:`self_exclusion`); None drops nothing.
         batch_size: Queries per call to ``index.search``.
         progress: Called after each batch with the number of queries it held (an increment, as
             ``rich.progress.Progress.advance`` expects).
 
     Returns:
-        ``(Q, k)`` :class:`SearchResult`, best first, padded with -1 where the index is short.
+        ``(Q, min(k, ntotal))`` :class:`SearchResult`, best first, padded with index -1 and the
+        metric's worst score where a query has fewer neighbours (its own row was dropped).
+
+    Raises:
+        ValueError: ``k`` or ``batch_size`` is below 1, the queries are not ``(Q, D)``, or
+            ``exclude_rows`` does not hold one entry per query.
     """
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     queries = np.asarray(query_embeddings)
     if queries.ndim != 2:
         raise ValueError(f"query embeddings must be (Q, D), got shape {queries.shape}")
+    if exclude_rows is not None:
+        exclude_rows = np.asarray(exclude_rows, dtype=np.int64).reshape(-1)
+        if exclude_rows.shape[0] != queries.shape[0]:
+            raise ValueError(
+                f"exclude_rows has {exclude_rows.shape[0]} entries but there are "
+                f"{queries.shape[0]} queries"
+            )
+    if index.ntotal:  # an empty index is refused by index.search itself
+        k = min(int(k), index.ntotal)
+    depth = k + 1 if exclude_rows is not None and k < index.ntotal else k
     if queries.shape[0] == 0:
         return index.search(queries, k)
     parts = []
     for start in range(0, queries.shape[0], batch_size):
         batch = queries[start : start + batch_size]
-        parts.append(index.search(batch, k))
+        parts.append(index.search(batch, depth))
         if progress is not None:
             progress(batch.shape[0])
-    return SearchResult(
+    result = SearchResult(
         np.concatenate([part.scores for part in parts]),
         np.concatenate([part.indices for part in parts]),
         index.metric.higher_is_better,
     )
+    return result if exclude_rows is None else drop_rows(result, exclude_rows, k)
 
 
 def self_exclusion(query_ids: Sequence[str], gallery_ids: Sequence[str]) -> np.ndarray:
@@ -82,7 +108,9 @@ def drop_rows(result: SearchResult, exclude: np.ndarray, k: int) -> SearchResult
     Args:
         result: ``(Q, k')`` ranking, typically searched with ``k' = k + 1``.
         exclude: ``(Q,)`` gallery row to drop per query, -1 for none.
-        k: Columns to keep; where nothing was dropped the last of ``k'`` columns falls off.
+        k: Columns to keep; where nothing was dropped the last of ``k'`` columns falls off, and
+            where a dropped row would still be among them it becomes padding (index -1, the
+            worst score), as when ``k' = k`` because the gallery holds only ``k`` rows.
     """
     exclude = np.asarray(exclude, dtype=np.int64).reshape(-1, 1)
     if exclude.shape[0] != len(result):
@@ -92,9 +120,11 @@ def drop_rows(result: SearchResult, exclude: np.ndarray, k: int) -> SearchResult
     dropped = (result.indices == exclude) & (exclude >= 0)
     # A stable sort on the boolean mask moves dropped entries last and keeps the rest in order.
     order = np.argsort(dropped, axis=1, kind="stable")[:, :k]
+    padding = np.take_along_axis(dropped, order, axis=1)
+    worst = np.float32(-np.inf if result.higher_is_better else np.inf)
     return SearchResult(
-        np.take_along_axis(result.scores, order, axis=1),
-        np.take_along_axis(result.indices, order, axis=1),
+        np.where(padding, worst, np.take_along_axis(result.scores, order, axis=1)),
+        np.where(padding, -1, np.take_along_axis(result.indices, order, axis=1)),
         result.higher_is_better,
     )
 
@@ -126,7 +156,7 @@ def search_embeddings(
         **params: Index parameters (``nlist``, ``M``, ...).
 
     Returns:
-        ``(Q, k)`` :class:`SearchResult` into ``gallery``'s rows.
+        ``(Q, min(k, len(gallery)))`` :class:`SearchResult` into ``gallery``'s rows.
 
     Raises:
         ValueError: The two sets come from different models (fingerprints differ).
@@ -143,8 +173,5 @@ def search_embeddings(
         )
     index = create_index(index_kind, gallery.dim, metric, device=device, **params)
     index.add(gallery.embeddings)
-    if not exclude_self:
-        return search(index, query.embeddings, k, batch_size, progress)
-    exclude = self_exclusion(query.ids, gallery.ids)
-    result = search(index, query.embeddings, k + 1, batch_size, progress)
-    return drop_rows(result, exclude, k)
+    exclude_rows = self_exclusion(query.ids, gallery.ids) if exclude_self else None
+    return search(index, query.embeddings, k, exclude_rows, batch_size, progress)

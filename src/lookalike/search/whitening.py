@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.linalg import null_space
+from sklearn.decomposition import PCA
 
 from lookalike.utils.atomic import atomic_path
 
@@ -100,23 +102,32 @@ class PCAWhitening:
                 f"dim={dim} must lie in [1, {rank}]: {num} training vectors of width {width} span "
                 f"only {rank} directions{'' if shrinkage > 0 else '; pass shrinkage > 0 for more'}"
             )
-        mean = data.mean(axis=0)
-        centred = data - mean
-        covariance = centred.T @ centred / num
+        # An exact SVD of the centred data, not an eigendecomposition of X^T X - N m m^T, which
+        # loses the smallest eigenvalues (those whitening amplifies most) to cancellation when the
+        # embeddings share a large mean, as L2-normalised post-ReLU features do.
+        pca = PCA(svd_solver="full").fit(data)
+        # The biased covariance (1 / N, as cirtorch's pcawhitenlearn), not sklearn's 1 / (N - 1).
+        variances = pca.singular_values_**2 / num
+        eigenvalues, eigenvectors = variances[:dim], pca.components_[:dim]
+        if dim > len(eigenvectors):
+            # Only with shrinkage: the centred data span fewer directions than asked for; the
+            # rest, of eigenvalue 0, are any orthonormal basis of the remaining space.
+            complement = null_space(eigenvectors).T[: dim - len(eigenvectors)]
+            eigenvectors = np.concatenate([eigenvectors, complement])
+            eigenvalues = np.pad(eigenvalues, (0, len(complement)))
         if shrinkage > 0.0:
-            scale = np.trace(covariance) / width
-            covariance = (1.0 - shrinkage) * covariance + shrinkage * scale * np.eye(width)
-        eigenvalues, eigenvectors = np.linalg.eigh((covariance + covariance.T) / 2.0)
-        order = np.argsort(eigenvalues)[::-1][:dim]
-        eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
+            # The shrunk covariance has the same eigenvectors; each eigenvalue s becomes
+            # (1 - shrinkage) s + shrinkage tr(C) / D, the trace being the sum of all of them.
+            scale = variances.sum() / width
+            eigenvalues = (1.0 - shrinkage) * eigenvalues + shrinkage * scale
         if (eigenvalues + eps <= 0.0).any():
             raise ValueError(
                 f"the covariance has {int((eigenvalues + eps <= 0).sum())} non-positive "
                 f"eigenvalues among the {dim} kept; lower dim, or pass eps > 0 or shrinkage > 0"
             )
-        projection = eigenvectors.T / np.sqrt(eigenvalues + eps)[:, None]
+        projection = eigenvectors / np.sqrt(eigenvalues + eps)[:, None]
         logger.info("learned PCA whitening %d -> %d from %d vectors", width, dim, num)
-        return cls(mean=mean, projection=projection, eigenvalues=eigenvalues)
+        return cls(mean=pca.mean_, projection=projection, eigenvalues=eigenvalues)
 
     def transform(self, embeddings: np.ndarray, normalize: bool = True) -> np.ndarray:
         """Whiten embeddings.

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lookalike.index.result import SearchResult
 from lookalike.search.rejection import apply_threshold
-from lookalike.search.result import SearchResult
 from lookalike.utils.atomic import atomic_write_text
 
 NO_MATCH_ID = "no_match"
@@ -76,6 +76,22 @@ def ranked_rows(
     return rows
 
 
+def results_format(path: str | Path) -> str:
+    """The format :func:`write_results` writes to ``path`` (its suffix: ".csv" or ".json").
+
+    Raises:
+        ValueError: Any other suffix; call this before the work whose results go to ``path``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"cannot write results to {path}: unknown suffix {path.suffix!r}; "
+            f"valid suffixes: {', '.join(FORMATS)}"
+        )
+    return suffix
+
+
 def write_results(
     result: SearchResult,
     query_ids: Sequence[str],
@@ -98,12 +114,7 @@ def write_results(
         The written path.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(
-            f"cannot write results to {path}: unknown suffix {path.suffix!r}; "
-            f"valid suffixes: {', '.join(FORMATS)}"
-        )
+    suffix = results_format(path)
     rows = ranked_rows(result, query_ids, gallery_ids, gallery_paths, threshold)
     if suffix == ".csv":
         buffer = io.StringIO()

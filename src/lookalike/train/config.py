@@ -13,17 +13,17 @@ from typing import Any
 
 import torch
 
-from lookalike.pipeline.specs import ModelSpec
+from lookalike.models.spec import ModelSpec
+from lookalike.train.augment import AUGMENTATIONS
 from lookalike.train.finetune import FinetuneSpec
+from lookalike.train.loggers import LOGGERS
 from lookalike.train.optim import OptimSpec
 
 logger = logging.getLogger(__name__)
 
 SAMPLERS = ("random", "m_per_class")
-AUGMENTS = ("weak", "strong", "none")
 VAL_SPLITS = ("val", "test", "none")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
-LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 MONITOR_MODES = ("max", "min")
 
 
@@ -134,7 +134,7 @@ def check_config(config: TrainConfig) -> None:
     """One-line ``ValueError`` for a setting outside its valid names or range."""
     choices = (
         ("data.sampler", config.data.sampler, SAMPLERS),
-        ("data.augment", config.data.augment, AUGMENTS),
+        ("data.augment", config.data.augment, AUGMENTATIONS.names()),
         ("data.val_split", config.data.val_split, VAL_SPLITS),
         ("trainer.precision", str(config.trainer.precision), PRECISIONS),
         ("trainer.monitor_mode", config.trainer.monitor_mode, MONITOR_MODES),
@@ -144,7 +144,8 @@ def check_config(config: TrainConfig) -> None:
             raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
     unknown = [name for name in config.trainer.loggers if name not in LOGGERS]
     if unknown:
-        raise ValueError(f"unknown trainer.loggers {unknown[0]!r}; valid: {', '.join(LOGGERS)}")
+        valid = ", ".join(LOGGERS.names())
+        raise ValueError(f"unknown trainer.loggers {unknown[0]!r}; valid: {valid}")
     positive = (
         ("data.batch_size", config.data.batch_size),
         ("data.m", config.data.m),

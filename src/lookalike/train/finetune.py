@@ -10,17 +10,17 @@ the pooling (GeM's ``p``) and the head keep their own settings, trainable by def
   blocks (all of the backbone when ``last_n == 0``), the gradual unfreezing of Howard and Ruder,
   "Universal Language Model Fine-tuning for Text Classification", ACL 2018;
 - ``"lora"``: low-rank adapters on the attention projections, base weights frozen (Hu et al.,
-  "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022; see :mod:`.lora`).
+  "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022; see
+  :mod:`lookalike.models.lora`).
 
 The training loop calls :func:`apply_finetune` at the start of every epoch and
-:func:`set_frozen_eval` after every ``model.train()``; :func:`merge_lora` gives the plain model
-to save.
+:func:`set_frozen_eval` after every ``model.train()``;
+:func:`~lookalike.models.lora.merge_lora` gives the plain model to save.
 """
 
 from __future__ import annotations
 
 import abc
-import copy
 import logging
 from dataclasses import dataclass
 
@@ -28,10 +28,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from lookalike.models import lora
 from lookalike.models.backbones import Backbone
 from lookalike.models.embedder import Embedder
 from lookalike.registry import Registry
-from lookalike.train import lora
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class FinetuneSpec:
         lora_alpha: LoRA scale numerator: the update is ``(alpha / r) B A``.
         lora_dropout: Dropout on the LoRA branch input.
         lora_targets: Last path components of the ``nn.Linear`` layers to adapt; ``None`` for the
-            family's attention projections (:data:`~lookalike.train.lora.DEFAULT_LORA_TARGETS`).
+            family's attention projections (:data:`~lookalike.models.lora.DEFAULT_LORA_TARGETS`).
         train_norm_layers: Normalisation layers train even where their block is frozen (BatchNorm
             then also keeps updating its statistics); by default they freeze with their block.
         freeze_batchnorm: Every BatchNorm layer stays as loaded, statistics and affine weights,
@@ -69,9 +69,9 @@ class FinetuneSpec:
     strategy: str = "full"
     last_n: int = 2
     unfreeze_epoch: int = 1
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    lora_r: int = lora.DEFAULT_LORA_R
+    lora_alpha: int = lora.DEFAULT_LORA_ALPHA
+    lora_dropout: float = lora.DEFAULT_LORA_DROPOUT
     lora_targets: list[str] | None = None
     train_norm_layers: bool = False
     freeze_batchnorm: bool = False
@@ -152,36 +152,14 @@ class LoRA(FinetuneStrategy):
     """LoRA adapters on the attention projections train; every base weight is frozen."""
 
     def prepare(self, backbone: Backbone, spec: FinetuneSpec) -> None:
-        rank = lora.lora_rank(backbone)
-        if rank is not None:
-            if rank != spec.lora_r:
-                raise ValueError(
-                    f"{backbone.name} already carries LoRA adapters of rank {rank}, "
-                    f"not lora_r={spec.lora_r}"
-                )
-            return
-        if spec.lora_r < 1 or not 0.0 <= spec.lora_dropout < 1.0:
-            raise ValueError(
-                f"finetune lora_r must be >= 1 and lora_dropout in [0, 1), "
-                f"got {spec.lora_r} and {spec.lora_dropout}"
-            )
-        blocks = [f"{name}." for name, _ in backbone.blocks()]
-        split = lora.split_multihead_attention(backbone, blocks)
-        targets = spec.lora_targets or lora.default_lora_targets(backbone)
-        modules = lora.lora_target_modules(backbone, targets)
-        if not modules:
-            linear = lora.linear_layer_names(backbone)
-            if split:
-                lora.restore_multihead_attention(backbone)
-            others = [name for name in FINETUNE_STRATEGIES.names() if name != "lora"]
-            raise ValueError(
-                f"finetune 'lora' found no nn.Linear layers named {', '.join(targets)} in the "
-                f"blocks of {backbone.name} (its linear layers: {', '.join(linear) or 'none'}); "
-                f"LoRA adapts attention projections of transformers, for this backbone use one "
-                f"of {', '.join(others)}, or set lora_targets"
-            )
-        lora.inject_lora(backbone, modules, spec.lora_r, spec.lora_alpha, spec.lora_dropout)
-        logger.info("LoRA r=%d on %d layers of %s", spec.lora_r, len(modules), backbone.name)
+        lora.add_lora(
+            backbone,
+            r=spec.lora_r,
+            alpha=spec.lora_alpha,
+            dropout=spec.lora_dropout,
+            targets=spec.lora_targets,
+            alternatives=[name for name in FINETUNE_STRATEGIES.names() if name != "lora"],
+        )
 
     def trainable(self, backbone: Backbone, spec: FinetuneSpec, epoch: int) -> set[str]:
         names = {name for name, _ in backbone.named_parameters() if "lora_" in name}
@@ -290,17 +268,3 @@ def _trains(root: nn.Module, name: str, module: nn.Module) -> bool:
         path.pop()
         parameters = list(root.get_submodule(".".join(path)).parameters())
     return any(parameter.requires_grad for parameter in parameters)
-
-
-def merge_lora(embedder: Embedder) -> Embedder:
-    """A copy of ``embedder`` with its LoRA adapters folded into the base weights.
-
-    The copy has the modules and state-dict keys of a plain :func:`create_embedder` model (so
-    :func:`~lookalike.models.checkpoint.save_embedder` / ``load_embedder`` round-trip it) and
-    every backbone parameter trainable; ``embedder`` itself is unchanged. An embedder without
-    adapters is copied as it is.
-    """
-    merged = copy.deepcopy(embedder)
-    lora.merge_and_unload(merged.backbone)
-    merged.backbone.requires_grad_(True)
-    return merged

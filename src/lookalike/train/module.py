@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lookalike.losses.base import RetrievalLoss
 from lookalike.metrics.retrieval import evaluate_retrieval
 from lookalike.models.embedder import Embedder
-from lookalike.train.data import ValidationSet, mix_seed
+from lookalike.models.training_checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from lookalike.train.finetune import FinetuneSpec, apply_finetune, set_frozen_eval
 from lookalike.train.inspect import (
     check_gradient_flow,
@@ -33,11 +33,10 @@ from lookalike.train.inspect import (
     trainable_parameter_table,
 )
 from lookalike.train.optim import OptimSpec, create_optimizer, create_scheduler
+from lookalike.train.seeding import mix_seed
+from lookalike.train.validation import ValidationSet
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_KEY = "lookalike"
-CHECKPOINT_FORMAT = "lookalike-train-checkpoint"
 
 
 def reseed(seed: int, epoch: int) -> None:

@@ -22,12 +22,15 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
 from lookalike.config import save_config
+from lookalike.data.records import ImageSet
 from lookalike.losses import create_loss
-from lookalike.pipeline.specs import build_embedder
+from lookalike.losses.base import RetrievalLoss
+from lookalike.models.embedder import Embedder
+from lookalike.models.spec import build_embedder
+from lookalike.models.training_checkpoint import read_checkpoint
 from lookalike.train.callbacks import (
     AtomicCheckpointIO,
     HistoryCallback,
@@ -35,9 +38,17 @@ from lookalike.train.callbacks import (
     early_stopping,
     remove_stale_temporaries,
 )
-from lookalike.train.config import TrainConfig, check_config, monitor_key, resolve_precision
+from lookalike.train.config import (
+    DataSpec,
+    TrainConfig,
+    TrainerSpec,
+    check_config,
+    monitor_key,
+    resolve_precision,
+)
 from lookalike.train.data import RetrievalDataModule, load_training_data, resize_preprocessing
-from lookalike.train.export import export_checkpoint, read_checkpoint
+from lookalike.train.export import export_checkpoint
+from lookalike.train.loggers import make_loggers
 from lookalike.train.module import RetrievalModule, text_tower
 from lookalike.utils.atomic import atomic_write_json
 
@@ -75,21 +86,6 @@ class TrainOutcome:
     stopped_early: bool
 
 
-def make_loggers(names: list[str], output: Path) -> list[Logger]:
-    """Lightning loggers writing under ``output/logs`` (CSV always)."""
-    from lightning.pytorch import loggers
-
-    made: list[Logger] = [loggers.CSVLogger(output, name="logs", version=0)]
-    for name in dict.fromkeys(names):
-        if name == "tensorboard":
-            made.append(loggers.TensorBoardLogger(output, name="logs", version=0))
-        elif name == "wandb":
-            made.append(loggers.WandbLogger(project="lookalike", save_dir=str(output)))
-        elif name == "mlflow":
-            made.append(loggers.MLFlowLogger("lookalike", save_dir=str(output / "mlruns")))
-    return made
-
-
 def run_training(config: TrainConfig) -> TrainOutcome:
     """Train, validate, checkpoint and export as ``config`` says; see the module docstring.
 
@@ -98,98 +94,173 @@ def run_training(config: TrainConfig) -> TrainOutcome:
     """
     started = time.monotonic()
     check_config(config)
-    trainer_spec = config.trainer
-    output = Path(config.output)
-    checkpoints = output / CHECKPOINT_DIR
-    output.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(checkpoints)
-    save_config(config, output / CONFIG_FILE)
-    L.seed_everything(trainer_spec.seed, workers=True, verbose=False)
+    output = _prepare_run_folder(config)
+    module, datamodule = _build_module_and_data(config)
+    validated = datamodule.val_set is not None
+    callbacks = _RunCallbacks.create(output, config.trainer, validated)
+    trainer = _make_trainer(config, output, callbacks.in_order())
+    last = _last_checkpoint(output)
+    resume = last if last.is_file() else None
+    if resume is not None:
+        logger.info("resuming from %s", resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    outcome = _outcome(output, callbacks)
+    if trainer.global_rank == 0:
+        _write_results(outcome, config, time.monotonic() - started)
+    return outcome
 
+
+def _last_checkpoint(output: Path) -> Path:
+    return output / CHECKPOINT_DIR / "last.ckpt"
+
+
+def _prepare_run_folder(config: TrainConfig) -> Path:
+    """Create the run folder, clear a killed run's temporaries, save the config and seed."""
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output / CHECKPOINT_DIR)
+    save_config(config, output / CONFIG_FILE)
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    return output
+
+
+def _build_module_and_data(config: TrainConfig) -> tuple[RetrievalModule, RetrievalDataModule]:
+    """The embedder, its loss and the data, with batches carrying what the loss needs."""
     embedder = build_embedder(config.model)
     embedder.preprocessing = resize_preprocessing(embedder.preprocessing, config.data.image_size)
     train, val = load_training_data(config.data)
-    has_labels = train.is_labelled
     loss = create_loss(
         config.loss, embedding_dim=embedder.embedding_dim, num_classes=len(train.classes()) or None
     )
+    has_text, two_views = _batch_contents(loss, train, config.data)
+    loss.validate(has_labels=train.is_labelled, has_text=has_text, has_views=two_views)
+    if has_text:
+        _start_from_pretrained_temperature(loss, embedder)
+    datamodule = RetrievalDataModule(
+        train,
+        val,
+        config.data,
+        embedder.preprocessing,
+        config.trainer.seed,
+        with_labels=train.is_labelled,
+        with_text=has_text,
+        two_views=two_views,
+    )
+    module = RetrievalModule(
+        embedder, loss, config.finetune, config.optim, val, config.trainer.seed
+    )
+    return module, datamodule
+
+
+def _batch_contents(loss: RetrievalLoss, train: ImageSet, data: DataSpec) -> tuple[bool, bool]:
+    """Whether batches carry captions and whether they carry a second view of each image.
+
+    Captions pair with images when the loss needs pairs, the images have captions and no second
+    view was asked for; otherwise a pair loss, or a loss without labels to use, gets views.
+    """
     captioned = any(record.caption for record in train.records)
     wants_views = getattr(loss, "pairs", "auto") == "views"
-    has_text = loss.needs_pairs and captioned and not config.data.two_views and not wants_views
-    two_views = config.data.two_views or (loss.needs_pairs and not has_text) or (
-        loss.needs_labels_or_views and not has_labels
+    has_text = loss.needs_pairs and captioned and not data.two_views and not wants_views
+    two_views = (
+        data.two_views
+        or (loss.needs_pairs and not has_text)
+        or (loss.needs_labels_or_views and not train.is_labelled)
     )
-    loss.validate(has_labels=has_labels, has_text=has_text, has_views=two_views)
-    if has_text:
-        tower = text_tower(embedder)
-        pretrained_scale = getattr(tower, "logit_scale", None)
-        if isinstance(pretrained_scale, torch.Tensor) and hasattr(loss, "logit_scale"):
-            # Fine-tuning CLIP starts from its learned temperature (~1/100), not from 1/0.07.
-            with torch.no_grad():
-                loss.logit_scale.copy_(pretrained_scale.detach().reshape(()))
-    datamodule = RetrievalDataModule(
-        train, val, config.data, embedder.preprocessing, trainer_spec.seed,
-        with_labels=has_labels, with_text=has_text, two_views=two_views,
-    )
-    module = RetrievalModule(embedder, loss, config.finetune, config.optim, val, trainer_spec.seed)
+    return has_text, two_views
 
-    monitor = monitor_key(trainer_spec.monitor) if val is not None else None
-    best, last = checkpoint_callbacks(checkpoints, monitor, trainer_spec.monitor_mode)
-    history = HistoryCallback(output)
-    callbacks: list[L.Callback] = [history, best, last, RichProgressBar(leave=True)]
-    stopper = None
-    if monitor is not None and trainer_spec.early_stopping_patience is not None:
-        stopper = early_stopping(
-            monitor, trainer_spec.monitor_mode, trainer_spec.early_stopping_patience
-        )
-        callbacks.insert(1, stopper)
-    trainer = L.Trainer(
-        max_epochs=trainer_spec.max_epochs,
-        accelerator=trainer_spec.accelerator,
-        devices=trainer_spec.devices,
-        num_nodes=trainer_spec.num_nodes,
-        strategy=trainer_spec.strategy,
-        precision=resolve_precision(str(trainer_spec.precision), trainer_spec.accelerator),
-        accumulate_grad_batches=trainer_spec.accumulate_grad_batches,
+
+def _start_from_pretrained_temperature(loss: RetrievalLoss, embedder: Embedder) -> None:
+    """Copy a CLIP text tower's learned logit scale into the loss's, when both exist."""
+    pretrained_scale = getattr(text_tower(embedder), "logit_scale", None)
+    if isinstance(pretrained_scale, torch.Tensor) and hasattr(loss, "logit_scale"):
+        # Fine-tuning CLIP starts from its learned temperature (~1/100), not from 1/0.07.
+        with torch.no_grad():
+            loss.logit_scale.copy_(pretrained_scale.detach().reshape(()))
+
+
+@dataclass
+class _RunCallbacks:
+    """The callbacks whose state the outcome reads after fitting."""
+
+    history: HistoryCallback
+    best: ModelCheckpoint
+    last: ModelCheckpoint
+    stopper: EarlyStopping | None
+
+    @classmethod
+    def create(cls, output: Path, spec: TrainerSpec, validated: bool) -> _RunCallbacks:
+        """History, best/last checkpoints and, when validating with a patience, early stopping."""
+        monitor = monitor_key(spec.monitor) if validated else None
+        best, last = checkpoint_callbacks(output / CHECKPOINT_DIR, monitor, spec.monitor_mode)
+        stopper = None
+        if monitor is not None and spec.early_stopping_patience is not None:
+            stopper = early_stopping(monitor, spec.monitor_mode, spec.early_stopping_patience)
+        return cls(HistoryCallback(output), best, last, stopper)
+
+    def in_order(self) -> list[L.Callback]:
+        """What the trainer runs, history first and the progress bar last."""
+        stopping = [] if self.stopper is None else [self.stopper]
+        return [self.history, *stopping, self.best, self.last, RichProgressBar(leave=True)]
+
+
+def _make_trainer(config: TrainConfig, output: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    spec = config.trainer
+    return L.Trainer(
+        max_epochs=spec.max_epochs,
+        accelerator=spec.accelerator,
+        devices=spec.devices,
+        num_nodes=spec.num_nodes,
+        strategy=spec.strategy,
+        precision=resolve_precision(str(spec.precision), spec.accelerator),
+        accumulate_grad_batches=spec.accumulate_grad_batches,
         gradient_clip_val=config.optim.grad_clip,
-        deterministic=trainer_spec.deterministic,
-        check_val_every_n_epoch=trainer_spec.val_every_n_epochs,
-        limit_train_batches=trainer_spec.limit_train_batches,
-        log_every_n_steps=trainer_spec.log_every_n_steps,
+        deterministic=spec.deterministic,
+        check_val_every_n_epoch=spec.val_every_n_epochs,
+        limit_train_batches=spec.limit_train_batches,
+        log_every_n_steps=spec.log_every_n_steps,
         num_sanity_val_steps=0,
         callbacks=callbacks,
-        logger=make_loggers(list(trainer_spec.loggers), output),
+        logger=make_loggers(list(spec.loggers), output),
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # RetrievalDataModule shards whole batches itself
         default_root_dir=output,
         enable_progress_bar=True,
         enable_model_summary=False,
     )
-    last_path = checkpoints / "last.ckpt"
-    resume = last_path if last_path.is_file() else None
-    if resume is not None:
-        logger.info("resuming from %s", resume)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
 
-    best_path = Path(best.best_model_path) if best.best_model_path else last_path
+
+def _outcome(output: Path, callbacks: _RunCallbacks) -> TrainOutcome:
+    """The best checkpoint (the last when none was kept as best) and its epoch's val metrics."""
+    last_path = _last_checkpoint(output)
+    best_path = (
+        Path(callbacks.best.best_model_path) if callbacks.best.best_model_path else last_path
+    )
     if not best_path.is_file():
         best_path = last_path
     best_epoch = int(read_checkpoint(best_path)["epoch"])
-    row = next((r for r in history.rows if int(r["epoch"]) == best_epoch), {})
+    rows = callbacks.history.rows
+    row = next((r for r in rows if int(r["epoch"]) == best_epoch), {})
     metrics = {
         key.removeprefix("val/"): value for key, value in row.items() if key.startswith("val/")
     }
-    stopped_early = stopper is not None and stopper.stopped_epoch > 0
-    outcome = TrainOutcome(
-        output, best_path, last_path, output / MODEL_DIR, metrics, best_epoch,
-        len(history.rows), stopped_early,
+    stopped_early = callbacks.stopper is not None and callbacks.stopper.stopped_epoch > 0
+    return TrainOutcome(
+        output,
+        best_path,
+        last_path,
+        output / MODEL_DIR,
+        metrics,
+        best_epoch,
+        len(rows),
+        stopped_early,
     )
-    if trainer.global_rank == 0:
-        export_checkpoint(best_path, outcome.model_dir)
-        atomic_write_json(output / METRICS_FILE, metrics)
-        record = _run_record(outcome, config, time.monotonic() - started)
-        atomic_write_json(output / RUN_FILE, record)
-    return outcome
+
+
+def _write_results(outcome: TrainOutcome, config: TrainConfig, seconds: float) -> None:
+    """Export the best checkpoint and write ``metrics.json`` and ``run.json``."""
+    export_checkpoint(outcome.best_checkpoint, outcome.model_dir)
+    atomic_write_json(outcome.output / METRICS_FILE, outcome.metrics)
+    atomic_write_json(outcome.output / RUN_FILE, _run_record(outcome, config, seconds))
 
 
 def _run_record(outcome: TrainOutcome, config: TrainConfig, seconds: float) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The output of a top-k search, shared by indexes, re-ranking, rejection and writers."""
+"""The output of a top-k search, shared by indexes, metrics, re-ranking, rejection and writers."""
 
 from __future__ import annotations
 

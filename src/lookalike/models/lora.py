@@ -1,5 +1,10 @@
 """LoRA plumbing for vision transformers: which layers to adapt, injecting peft, merging back.
 
+It lives with the models because a LoRA training checkpoint is rebuilt from it (adapters
+re-injected, trained tensors loaded, adapters merged; see
+:mod:`lookalike.models.training_checkpoint`); the ``"lora"`` fine-tuning strategy of
+:mod:`lookalike.train.finetune` trains the adapters.
+
 LoRA (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022) freezes a
 weight ``W`` (``(out, in)``) and learns ``W + (alpha / r) B A`` with ``A`` ``(r, in)`` and ``B``
 ``(out, r)``, ``B`` initialised to zero so the adapted model starts equal to the base model. The
@@ -20,6 +25,8 @@ blocks:
 
 from __future__ import annotations
 
+import copy
+import logging
 import re
 from collections.abc import Sequence
 
@@ -28,6 +35,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lookalike.models.backbones import Backbone
+from lookalike.models.embedder import Embedder
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LORA_R = 8
+"""LoRA rank ``r`` when none is given."""
+DEFAULT_LORA_ALPHA = 16
+"""LoRA scale numerator (the update is ``(alpha / r) B A``) when none is given."""
+DEFAULT_LORA_DROPOUT = 0.0
+"""Dropout on the LoRA branch input when none is given."""
 
 DEFAULT_LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "timm": ("qkv", "q_proj", "k_proj", "v_proj"),
@@ -302,11 +319,61 @@ def inject_lora(
     inject_adapter_in_model(config, backbone)
 
 
-def has_lora(module: nn.Module) -> bool:
-    """Whether ``module`` holds injected LoRA layers."""
-    from peft.tuners.lora import LoraLayer
+def add_lora(
+    backbone: Backbone,
+    r: int = DEFAULT_LORA_R,
+    alpha: float = DEFAULT_LORA_ALPHA,
+    dropout: float = DEFAULT_LORA_DROPOUT,
+    targets: Sequence[str] | None = None,
+    alternatives: Sequence[str] = (),
+) -> None:
+    """Put LoRA adapters of rank ``r`` on the ``nn.Linear`` layers named ``targets`` (last path
+    component) in the blocks of ``backbone``, in place; a backbone already adapted at rank ``r``
+    is left as it is.
 
-    return any(isinstance(child, LoraLayer) for child in module.modules())
+    open_clip attention is split into separate projections first
+    (:func:`split_multihead_attention`).
+
+    Args:
+        backbone: The backbone to adapt.
+        r: LoRA rank (>= 1).
+        alpha: Scale numerator: the update is ``(alpha / r) B A``.
+        dropout: Dropout on the LoRA branch input, in ``[0, 1)``.
+        targets: Last path components of the layers to adapt; ``None`` for the family's attention
+            projections (:data:`DEFAULT_LORA_TARGETS`).
+        alternatives: Fine-tuning strategies the error names when no layer fits.
+
+    Raises:
+        ValueError: Adapters of another rank are present, the options are out of range, or no
+            layer of the blocks is named in ``targets``.
+    """
+    rank = lora_rank(backbone)
+    if rank is not None:
+        if rank != r:
+            raise ValueError(
+                f"{backbone.name} already carries LoRA adapters of rank {rank}, not lora_r={r}"
+            )
+        return
+    if r < 1 or not 0.0 <= dropout < 1.0:
+        raise ValueError(
+            f"finetune lora_r must be >= 1 and lora_dropout in [0, 1), got {r} and {dropout}"
+        )
+    blocks = [f"{name}." for name, _ in backbone.blocks()]
+    split = split_multihead_attention(backbone, blocks)
+    targets = targets or default_lora_targets(backbone)
+    modules = lora_target_modules(backbone, targets)
+    if not modules:
+        linear = linear_layer_names(backbone)
+        if split:
+            restore_multihead_attention(backbone)
+        raise ValueError(
+            f"finetune 'lora' found no nn.Linear layers named {', '.join(targets)} in the "
+            f"blocks of {backbone.name} (its linear layers: {', '.join(linear) or 'none'}); "
+            f"LoRA adapts attention projections of transformers, for this backbone use one "
+            f"of {', '.join(alternatives)}, or set lora_targets"
+        )
+    inject_lora(backbone, modules, r, alpha, dropout)
+    logger.info("LoRA r=%d on %d layers of %s", r, len(modules), backbone.name)
 
 
 def lora_rank(module: nn.Module) -> int | None:
@@ -333,6 +400,20 @@ def merge_and_unload(module: nn.Module) -> None:
     if hasattr(module, "peft_config"):
         del module.peft_config
     restore_multihead_attention(module)
+
+
+def merge_lora(embedder: Embedder) -> Embedder:
+    """A copy of ``embedder`` with its LoRA adapters folded into the base weights.
+
+    The copy has the modules and state-dict keys of a plain :func:`create_embedder` model (so
+    :func:`~lookalike.models.checkpoint.save_embedder` / ``load_embedder`` round-trip it) and
+    every backbone parameter trainable; ``embedder`` itself is unchanged. An embedder without
+    adapters is copied as it is.
+    """
+    merged = copy.deepcopy(embedder)
+    merge_and_unload(merged.backbone)
+    merged.backbone.requires_grad_(True)
+    return merged
 
 
 def _in_scope(name: str, scope: Sequence[str]) -> bool:

@@ -1,7 +1,8 @@
-"""Typed settings shared by the jobs: which model, how to embed, which index.
+"""The typed setting that names an embedder, and the function that builds it.
 
-Each is a dataclass so that it is the typed default of a YAML config (see :mod:`lookalike.config`)
-and can be overridden from the command line with dotted keys (``model.pool=gem``).
+:class:`ModelSpec` is a dataclass so that it is the typed default of a YAML config (see
+:mod:`lookalike.config`) and can be overridden from the command line with dotted keys
+(``model.pool=gem``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lookalike.models import Embedder, create_embedder, load_embedder
+from lookalike.models.checkpoint import load_embedder
+from lookalike.models.embedder import Embedder, create_embedder
 
 
 @dataclass
@@ -51,39 +53,3 @@ def build_embedder(spec: ModelSpec) -> Embedder:
         head_kwargs=dict(spec.head_kwargs),
         **dict(spec.backbone_kwargs),
     )
-
-
-@dataclass
-class EmbedSpec:
-    """How images are embedded.
-
-    Attributes:
-        batch_size: Images per forward pass.
-        num_workers: DataLoader worker processes decoding images.
-        device: "auto" (CUDA when present), "cpu" or "cuda[:N]".
-        tta: Test-time augmentations averaged into each embedding ("flip", "scale:0.8").
-        shard_size: Images per resumable shard.
-    """
-
-    batch_size: int = 64
-    num_workers: int = 2
-    device: str = "auto"
-    tta: list[str] = field(default_factory=list)
-    shard_size: int = 10_000
-
-
-@dataclass
-class IndexSpec:
-    """The nearest-neighbour index searched.
-
-    Attributes:
-        kind: Registered index name ("flat", "ivf_flat", "ivf_pq", "hnsw", "exact_torch").
-        metric: "cosine", "ip", "l2" or "l1".
-        device: "cpu" or "cuda" (FAISS GPU where installed).
-        params: Index parameters (``nlist``, ``m``, ``M``, ``nprobe``, ``ef_search`` ...).
-    """
-
-    kind: str = "flat"
-    metric: str = "cosine"
-    device: str = "cpu"
-    params: dict[str, Any] = field(default_factory=dict)

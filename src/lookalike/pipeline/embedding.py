@@ -1,0 +1,70 @@
+"""``embed`` as a library call: a source of images in, an embedding folder (or set) out.
+
+The source is any spec :func:`~lookalike.data.sources.load_source` reads (a folder per class, a
+CSV/Parquet manifest, ``"sop:ROOT"``) or an :class:`~lookalike.data.records.ImageSet`; the
+embedder is named by a :class:`~lookalike.models.spec.ModelSpec` (or given built), and
+:class:`~lookalike.embed.spec.EmbedSpec` says how to run it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lookalike.data.records import ImageSet
+from lookalike.data.sources import load_source
+from lookalike.embed.extract import embed_image_set
+from lookalike.embed.spec import EmbedSpec
+from lookalike.embed.store import EmbeddingSet
+from lookalike.models import Embedder
+from lookalike.models.spec import ModelSpec, build_embedder
+
+
+def embed_images(
+    source: str | Path | ImageSet,
+    output: str | Path | None,
+    split: str | None = None,
+    model: ModelSpec | Embedder | None = None,
+    embed: EmbedSpec | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EmbeddingSet:
+    """Embed every readable image of ``source``, in order; unreadable ones are skipped.
+
+    Args:
+        source: Images: a source spec for :func:`~lookalike.data.sources.load_source`, or an
+            :class:`ImageSet`.
+        output: Embedding folder to write (resumable: an interrupted run started again keeps
+            its finished shards; ``skipped.csv`` lists unreadable images); None keeps the
+            embeddings in memory only.
+        split: Embed only the records of this split ("query", "gallery" ...).
+        model: The embedder, or the :class:`ModelSpec` naming it; None: ``ModelSpec()``.
+        embed: Batch size, workers, device, test-time augmentation, shard size;
+            None: ``EmbedSpec()``.
+        progress: Called with the number of images done after each batch.
+
+    Returns:
+        ``(N, D)`` float32 embeddings with the ids, paths and labels of the embedded images;
+        ``info["skipped"]`` lists the images that could not be read.
+
+    Raises:
+        ValueError: ``split`` selects no record, or the source spec is invalid.
+        FileNotFoundError: The source does not exist.
+    """
+    images = source if isinstance(source, ImageSet) else load_source(source)
+    if split:
+        images = images.split(split)
+        if not len(images):
+            raise ValueError(f"{source} has no records with split {split!r}")
+    embedder = model if isinstance(model, Embedder) else build_embedder(model or ModelSpec())
+    spec = embed or EmbedSpec()
+    return embed_image_set(
+        embedder,
+        images,
+        output_dir=None if output is None else Path(output),
+        batch_size=spec.batch_size,
+        num_workers=spec.num_workers,
+        device=spec.device,
+        tta=tuple(spec.tta),
+        shard_size=spec.shard_size,
+        progress=progress if progress is not None else False,
+    )

@@ -1,0 +1,138 @@
+"""The query and gallery embeddings an ``evaluate`` run ranks, from images or from folders.
+
+With a source of images the source is listed and split by the protocol once, and each image is
+embedded once (once in all when the protocol queries every image against all others) into the run
+folder's ``embeddings/``, so an interrupted run resumes where it stopped. Precomputed folders are
+loaded instead. What was loaded (the split, the embedder) is kept for the caller to reuse.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from lookalike.data.protocols import RetrievalSplit, make_split
+from lookalike.data.records import ImageSet
+from lookalike.data.sources import load_source
+from lookalike.embed.extract import embed_image_set
+from lookalike.embed.store import EmbeddingSet
+from lookalike.models import Embedder
+from lookalike.models.spec import build_embedder
+from lookalike.pipeline.evaluate_config import EvaluateConfig
+from lookalike.runs import RunRecord
+from lookalike.search.topk import self_exclusion
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationInputs:
+    """What an ``evaluate`` run ranks.
+
+    Attributes:
+        query: Query embeddings.
+        gallery: Gallery embeddings.
+        exclude_self: Every query is a gallery item (by id) and never its own match.
+        split: The protocol's split of the source (None for precomputed embeddings).
+        embedder: The model that embedded the images (None for precomputed embeddings).
+    """
+
+    query: EmbeddingSet
+    gallery: EmbeddingSet
+    exclude_self: bool
+    split: RetrievalSplit | None = None
+    embedder: Embedder | None = None
+
+    def skipped(self) -> list[dict[str, str]]:
+        """Images that could not be read on either side, once each."""
+        seen: dict[str, dict[str, str]] = {}
+        for embedding_set in (self.query, self.gallery):
+            for entry in embedding_set.info.get("skipped", []):
+                seen.setdefault(str(entry.get("path")), entry)
+        return list(seen.values())
+
+
+def rows_of(embeddings: EmbeddingSet, images: ImageSet) -> EmbeddingSet:
+    """The rows of ``embeddings`` holding ``images``, in their order (unreadable ones absent)."""
+    rows = self_exclusion(images.ids, embeddings.ids)
+    return embeddings.select(rows[rows >= 0])
+
+
+def split_embeddings(
+    embeddings: EmbeddingSet, config: EvaluateConfig
+) -> tuple[EmbeddingSet, EmbeddingSet, bool]:
+    """Split one precomputed embedding folder by the protocol, as a source of images would be."""
+    split = make_split(embeddings.to_image_set(), config.protocol, **config.protocol_args)
+    return rows_of(embeddings, split.query), rows_of(embeddings, split.gallery), split.exclude_self
+
+
+def load_precomputed(config: EvaluateConfig) -> EvaluationInputs:
+    """The embedding folders of ``config``: one split by the protocol, or query and gallery."""
+    if config.embeddings:
+        return EvaluationInputs(*split_embeddings(EmbeddingSet.load(config.embeddings), config))
+    query = EmbeddingSet.load(config.query_embeddings)
+    gallery = EmbeddingSet.load(config.gallery_embeddings)
+    if query.fingerprint and gallery.fingerprint and query.fingerprint != gallery.fingerprint:
+        raise ValueError(
+            f"{config.query_embeddings} and {config.gallery_embeddings} were embedded by "
+            f"different models ({query.fingerprint} vs {gallery.fingerprint}); embed both with one"
+        )
+    # The same images on both sides (e.g. one folder given twice): each is not its own match.
+    return EvaluationInputs(query, gallery, set(query.ids) <= set(gallery.ids))
+
+
+def embed_source(config: EvaluateConfig, embedder: Embedder | None = None) -> EvaluationInputs:
+    """Split ``config.source`` by the protocol and embed both sides into the run folder."""
+    split = make_split(load_source(config.source), config.protocol, **config.protocol_args)
+    embedder = embedder or build_embedder(config.model)
+    record = RunRecord(config.output)
+    spec = config.embed
+
+    def embed(images: ImageSet, name: str) -> EmbeddingSet:
+        logger.info("embedding %d %s images", len(images), name)
+        return embed_image_set(
+            embedder,
+            images,
+            output_dir=record.embeddings_dir(name),
+            batch_size=spec.batch_size,
+            num_workers=spec.num_workers,
+            device=spec.device,
+            tta=tuple(spec.tta),
+            shard_size=spec.shard_size,
+        )
+
+    if split.exclude_self:
+        gallery = embed(split.gallery, "all")
+        return EvaluationInputs(rows_of(gallery, split.query), gallery, True, split, embedder)
+    query, gallery = embed(split.query, "query"), embed(split.gallery, "gallery")
+    return EvaluationInputs(query, gallery, False, split, embedder)
+
+
+def load_inputs(config: EvaluateConfig, embedder: Embedder | None = None) -> EvaluationInputs:
+    """The query and gallery embeddings of ``config`` (see the module docstring)."""
+    if config.source:
+        return embed_source(config, embedder)
+    return load_precomputed(config)
+
+
+def embedding_folders(config: EvaluateConfig, inputs: EvaluationInputs) -> tuple[str, str]:
+    """Folders of the query and gallery embeddings as ``run.json`` names them.
+
+    Sides split from one precomputed folder are saved beside the run, so that the run folder
+    alone says what was ranked.
+    """
+    if config.query_embeddings and config.gallery_embeddings:
+        return str(Path(config.query_embeddings).resolve()), str(
+            Path(config.gallery_embeddings).resolve()
+        )
+    record = RunRecord(config.output)
+    gallery_name = "all" if inputs.exclude_self else "gallery"
+    if config.embeddings:
+        inputs.gallery.save(record.embeddings_dir(gallery_name))
+    gallery_folder = record.relative(record.embeddings_dir(gallery_name))
+    if inputs.exclude_self and len(inputs.query) == len(inputs.gallery):
+        return gallery_folder, gallery_folder
+    if config.embeddings or inputs.exclude_self:
+        inputs.query.save(record.embeddings_dir("query"))
+    return record.relative(record.embeddings_dir("query")), gallery_folder

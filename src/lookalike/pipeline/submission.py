@@ -1,0 +1,116 @@
+"""``submission`` as a library call: a gallery index and query embeddings in, a competition file out.
+
+The file's format follows its suffix: ``.csv`` is a Kaggle-style ``Id,Predicted`` table, ``.json``
+the ``{query_file: [gallery_file, ...]}`` competition JSON (see :mod:`lookalike.report.submission`).
+The rejection threshold defaults to the one stored with the index, and a Kaggle CSV predicting
+labels searches ``3 * k`` deep, since labels repeat down a ranking and k distinct ones are needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lookalike.embed.store import EmbeddingSet
+from lookalike.index import load_index
+from lookalike.report.submission import (
+    NO_MATCH_TOKEN,
+    PREDICT_MODES,
+    write_competition_json,
+    write_kaggle_csv,
+)
+from lookalike.search.topk import search
+
+SUBMISSION_FORMATS = {".csv": "Kaggle CSV", ".json": "competition JSON"}
+# Labels repeat down a ranking: a Kaggle CSV of labels searches this many times k deep.
+LABEL_SEARCH_FACTOR = 3
+
+
+@dataclass
+class SubmissionOutcome:
+    """A written submission.
+
+    Attributes:
+        path: The file.
+        file_format: Its suffix, ".csv" (Kaggle) or ".json" (competition JSON).
+        queries: Number of queries (rows of the CSV, keys of the JSON).
+        k: Predictions per query.
+        threshold: The rejection threshold applied, None when none was.
+        no_match_token: What "no match" is written as.
+    """
+
+    path: Path
+    file_format: str
+    queries: int
+    k: int
+    threshold: float | None
+    no_match_token: str
+
+
+def submission_search_depth(k: int, file_format: str, predict: str) -> int:
+    """How deep to search for ``k`` predictions: ``3 * k`` for a CSV of labels, else ``k``."""
+    return LABEL_SEARCH_FACTOR * k if file_format == ".csv" and predict == "labels" else k
+
+
+def write_submission(
+    index_folder: str | Path,
+    queries: EmbeddingSet | str | Path,
+    output: str | Path,
+    k: int = 5,
+    predict: Literal["labels", "ids"] = "labels",
+    no_match_token: str = NO_MATCH_TOKEN,
+    threshold: float | None = None,
+    query_column: str = "Id",
+    prediction_column: str = "Predicted",
+    device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> SubmissionOutcome:
+    """Search a gallery index with query embeddings and write the competition file.
+
+    Args:
+        index_folder: Gallery index folder (``lookalike index``); its labels are predicted.
+        queries: Query embeddings or their folder, from the model that built the index.
+        output: ``.csv`` (Kaggle: one row per query id) or ``.json`` (query file name → gallery
+            file names).
+        k: Predictions per query.
+        predict: Kaggle CSV only: "labels" (distinct classes) or "ids" (gallery ids).
+        no_match_token: Written for "no match" (the Humpback Whale competition's
+            ``"new_whale"``).
+        threshold: Rejection threshold; None: the one stored with the index, if any.
+        query_column: Kaggle CSV: header of the query column.
+        prediction_column: Kaggle CSV: header of the prediction column.
+        device: Where to load the index.
+        progress: Called with the number of queries searched after each batch.
+
+    Returns:
+        Where the file went, with the settings it was written with.
+
+    Raises:
+        ValueError: An ``output`` suffix other than ``.csv``/``.json``, ``k < 1``, an unknown
+            ``predict``, or queries from another model.
+    """
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in SUBMISSION_FORMATS:
+        raise ValueError(f"cannot tell the format of {output}: name it .csv (Kaggle) or .json")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if suffix == ".csv" and predict not in PREDICT_MODES:
+        raise ValueError(f"unknown predict {predict!r}; valid: {', '.join(PREDICT_MODES)}")
+    query_set = queries if isinstance(queries, EmbeddingSet) else EmbeddingSet.load(queries)
+    index, metadata = load_index(index_folder, query_set.fingerprint, device=device)
+    if threshold is None:
+        threshold = metadata.threshold
+    depth = submission_search_depth(k, suffix, predict)
+    result = search(index, query_set.embeddings, depth, progress=progress)
+    if suffix == ".json":
+        write_competition_json(output, result, query_set.paths, metadata.paths, k=k,
+                               rejection_threshold=threshold, no_match_token=no_match_token)
+    else:
+        write_kaggle_csv(output, result, query_set.ids, metadata.ids, metadata.labels,
+                         predict=predict, k=k, rejection_threshold=threshold,
+                         no_match_token=no_match_token, query_column=query_column,
+                         prediction_column=prediction_column)
+    return SubmissionOutcome(output, suffix, len(query_set), k, threshold, no_match_token)

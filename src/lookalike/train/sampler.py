@@ -1,0 +1,97 @@
+"""Epoch-keyed sampling: the order of epoch ``e`` is fixed by ``(seed, e)``.
+
+The sampler yields ``(epoch, index)`` keys so that the dataset can seed each image's augmentation
+from them (:mod:`lookalike.train.seeding`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from lookalike.train.seeding import mix_seed, numpy_seeded
+
+TrainKey = tuple[int, int]
+
+
+class EpochSampler(Sampler[TrainKey]):
+    """Yields ``(epoch, index)`` keys in an order fixed by ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch (as for ``DistributedSampler``).
+
+    Args:
+        labels: ``(N,)`` integer class codes (used by "m_per_class").
+        kind: "random" (a permutation) or "m_per_class" (pml's ``MPerClassSampler``).
+        batch_size: Images per batch ("m_per_class" fills whole batches).
+        m: Images of each class per batch.
+        seed: Base seed.
+        epoch: First epoch (the one a resumed run starts at).
+        rank: This process's rank under DDP.
+        world_size: Processes under DDP; each takes every ``world_size``-th whole batch, so
+            M-per-class batches stay intact (Lightning's own distributed sampler is off).
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int],
+        kind: str,
+        batch_size: int,
+        m: int,
+        seed: int,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.labels = list(labels)
+        self.kind = kind
+        self.seed = seed
+        self.epoch = epoch
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = batch_size
+        self.m = m
+        if kind == "m_per_class":
+            classes = len(set(self.labels))
+            if classes * m < batch_size or len(self.labels) < batch_size:
+                raise ValueError(
+                    f"m_per_class sampler: {classes} classes x m={m} ({len(self.labels)} images) "
+                    f"cannot fill a batch of {batch_size}; lower data.batch_size or raise data.m"
+                )
+            self._length = len(self._m_per_class())
+        elif kind == "random":
+            self._length = len(self.labels)
+        else:
+            raise ValueError(f"unknown sampler {kind!r}; valid: random, m_per_class")
+
+    def _m_per_class(self) -> Sampler[int]:
+        # a new pml sampler per epoch: it shuffles its class list in place between iterations
+        from pytorch_metric_learning.samplers import MPerClassSampler
+
+        return MPerClassSampler(
+            self.labels, self.m, batch_size=self.batch_size, length_before_new_iter=len(self.labels)
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.world_size == 1:
+            return self._length
+        return self._length // self.batch_size // self.world_size * self.batch_size
+
+    def __iter__(self) -> Iterator[TrainKey]:
+        seed = mix_seed(self.seed, self.epoch)
+        if self.kind == "m_per_class":
+            with numpy_seeded(seed):
+                order = [int(i) for i in self._m_per_class()]
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            order = torch.randperm(len(self.labels), generator=generator).tolist()
+        if self.world_size > 1:
+            size = self.batch_size
+            batches = [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
+            usable = len(batches) // self.world_size * self.world_size
+            order = [i for batch in batches[self.rank : usable : self.world_size] for i in batch]
+        return iter([(self.epoch, index) for index in order])
