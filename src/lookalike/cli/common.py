@@ -16,6 +16,8 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lookalike.utils.progress import ProgressFactory
+
 console = Console()
 error_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,6 +53,30 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
     with Progress(*columns, console=error_console, transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda advance: bar.advance(task, advance)
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[ProgressFactory]:
+    """Rich progress bars on stderr for the block; yields the factory pipeline functions take.
+
+    Each call ``factory(description, total)`` adds a bar and returns its advance callback, so a
+    job with several long steps (embedding, ranking, searching) shows one bar per step. The bars
+    start with the first step, so a library that draws its own display before that (Lightning's
+    training bar) is not disturbed.
+    """
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar = Progress(*columns, console=error_console, transient=True)
+
+    def factory(description: str, total: int) -> Callable[[int], None]:
+        if not bar.live.is_started:
+            bar.start()
+        task = bar.add_task(description, total=total)
+        return lambda advance: bar.advance(task, advance)
+
+    try:
+        yield factory
+    finally:
+        bar.stop()
 
 
 def parse_key_values(items: Sequence[str]) -> dict[str, Any]:

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors, metrics_table, variants_table
+from lookalike.cli.common import (
+    console,
+    friendly_errors,
+    metrics_table,
+    progress_bars,
+    variants_table,
+)
 from lookalike.config import resolve_config
 from lookalike.pipeline.evaluate import EvaluateConfig, run_evaluation
 
@@ -44,14 +50,15 @@ def evaluate(
     }
     dotted = [f"{key}={value}" for key, value in options.items() if value is not None]
     resolved = resolve_config(EvaluateConfig, config, [*dotted, *(overrides or [])])
-    outcome = run_evaluation(resolved)
+    with progress_bars() as progress:
+        outcome = run_evaluation(resolved, progress=progress)
     if outcome.metrics:
         console.print(metrics_table(outcome.metrics))
     if outcome.variants:
         console.print(variants_table(outcome.variants))
     console.print(f"results: [bold]{outcome.results_path}[/]")
     console.print(f"run folder: [bold]{Path(outcome.output)}[/]")
-    if resolved.report:
-        console.print(f"report: [bold]{Path(outcome.output) / 'report.html'}[/]")
+    if outcome.report_path is not None:
+        console.print(f"report: [bold]{outcome.report_path}[/]")
     if outcome.skipped:
         console.print(f"[yellow]{len(outcome.skipped)} unreadable images skipped[/] (skipped.json)")

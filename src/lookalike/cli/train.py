@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors, metrics_table
+from lookalike.cli.common import console, friendly_errors, metrics_table, progress_bars
 from lookalike.config import resolve_config
-from lookalike.pipeline.after_training import evaluate_trained_model
-from lookalike.report import build_report
+from lookalike.pipeline.training import train as run_train
 from lookalike.train.config import TrainConfig
-from lookalike.train.run import run_training
 
 
 @friendly_errors
@@ -26,15 +24,16 @@ def train(
     """Train with Lightning; validate retrieval each epoch; keep the best checkpoint; export it."""
     dotted = [f"output={output}"] if output else []
     resolved = resolve_config(TrainConfig, config, [*dotted, *(overrides or [])])
-    outcome = run_training(resolved)
+    with progress_bars() as progress:
+        result = run_train(resolved, test=test, report=report, progress=progress)
+    outcome = result.training
     if outcome.metrics:
         console.print(metrics_table(outcome.metrics, title=f"Best validation epoch ({outcome.best_epoch})"))
     console.print(f"best checkpoint: [bold]{outcome.best_checkpoint}[/]")
     console.print(f"exported model:  [bold]{outcome.model_dir}[/]  (use --checkpoint {outcome.model_dir})")
-    if test:
-        evaluation = evaluate_trained_model(resolved, outcome)
-        if evaluation.metrics:
-            console.print(metrics_table(evaluation.metrics, title="Test split, best model"))
-        console.print(f"test run:        [bold]{evaluation.output}[/]")
-    if report:
-        console.print(f"report:          [bold]{build_report(outcome.output)}[/]")
+    if result.test is not None:
+        if result.test.metrics:
+            console.print(metrics_table(result.test.metrics, title="Test split, best model"))
+        console.print(f"test run:        [bold]{result.test.output}[/]")
+    if result.report_path is not None:
+        console.print(f"report:          [bold]{result.report_path}[/]")

@@ -8,7 +8,7 @@ carry the same ids, paths and labels row by row.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SPLITS = ("train", "val", "query", "gallery")
@@ -32,10 +32,6 @@ class ImageRecord:
     label: str | None = None
     split: str | None = None
     caption: str | None = None
-
-    def with_split(self, split: str | None) -> ImageRecord:
-        """A copy of this record assigned to ``split``."""
-        return replace(self, split=split)
 
 
 @dataclass

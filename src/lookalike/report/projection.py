@@ -3,7 +3,7 @@
 UMAP (McInnes, Healy and Melville, "UMAP: Uniform Manifold Approximation and Projection for
 Dimension Reduction", 2018) keeps local neighbourhoods, which is what a retrieval model is judged
 on; it is an optional extra (``lookalike[umap]``), so without it the map falls back to the first
-two principal components (exact, from a ``min(P, D)``-sized eigendecomposition).
+two principal components (exact, scikit-learn's PCA).
 Points are subsampled (seeded, in proportion to each group) so a map of SOP takes seconds.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+from sklearn.decomposition import PCA
 
 from lookalike.index.metrics import get_metric
 
@@ -70,22 +70,15 @@ def subsample(sizes: Sequence[int], max_points: int, seed: int = 0) -> list[np.n
 def pca_2d(embeddings: np.ndarray) -> np.ndarray:
     """``(P, 2)`` float32 coordinates on the first two principal components of ``(P, D)`` rows.
 
-    Exact: the top eigenvectors of the smaller of the ``(D, D)`` covariance and the ``(P, P)``
-    Gram matrix of the centred rows (float64), so memory stays at ``min(P, D)**2``.
+    Exact: an SVD of the centred rows in float64 (sklearn's PCA with the "full" solver), with
+    sklearn's sign convention; a zero column where ``D == 1``.
     """
-    rows = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
+    rows = np.asarray(embeddings, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[0] < 2:
-        raise ValueError(f"PCA needs a (P >= 2, D) array, got shape {tuple(rows.shape)}")
-    centred = rows - rows.mean(dim=0, keepdim=True)
-    if centred.shape[1] <= centred.shape[0]:
-        _, vectors = torch.linalg.eigh(centred.T @ centred)
-        coordinates = centred @ vectors[:, -2:].flip(1)
-    else:
-        values, vectors = torch.linalg.eigh(centred @ centred.T)
-        coordinates = vectors[:, -2:].flip(1) * values[-2:].flip(0).clamp(min=0).sqrt()
-    if coordinates.shape[1] < 2:
-        coordinates = torch.nn.functional.pad(coordinates, (0, 2 - coordinates.shape[1]))
-    return coordinates.numpy().astype(np.float32)
+        raise ValueError(f"PCA needs a (P >= 2, D) array, got shape {rows.shape}")
+    pca = PCA(n_components=min(2, rows.shape[1]), svd_solver="full")
+    coordinates = pca.fit_transform(rows)
+    return np.pad(coordinates, ((0, 0), (0, 2 - coordinates.shape[1]))).astype(np.float32)
 
 
 def umap_2d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:

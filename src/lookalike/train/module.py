@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lookalike.losses.base import RetrievalLoss
-from lookalike.metrics.retrieval import evaluate_retrieval
+from lookalike.metrics.retrieval import metrics_depth, retrieval_metrics
 from lookalike.models.embedder import Embedder
 from lookalike.models.training_checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
+from lookalike.ranking import rank
 from lookalike.train.finetune import FinetuneSpec, apply_finetune, set_frozen_eval
 from lookalike.train.inspect import (
     check_gradient_flow,
@@ -50,7 +51,7 @@ def reseed(seed: int, epoch: int) -> None:
 def validation_metrics(
     val_set: ValidationSet, embeddings: np.ndarray, embedded: np.ndarray, metric: str = "cosine"
 ) -> dict[str, float]:
-    """:func:`evaluate_retrieval` of the val queries against the val gallery.
+    """Retrieval metrics of the val queries against the val gallery (one exact ranking).
 
     Args:
         val_set: The val images and their query/gallery roles.
@@ -62,19 +63,16 @@ def validation_metrics(
     query_rows = val_set.query_rows[embedded[val_set.query_rows]]
     position = np.full(len(embedded), -1, dtype=np.int64)
     position[gallery_rows] = np.arange(len(gallery_rows))
-    # an unlabelled gallery image is a distractor: a label no query has
-    gallery_labels = [
-        val_set.labels[row] if val_set.labels[row] is not None else ("\0distractor", int(row))
-        for row in gallery_rows
-    ]
-    return evaluate_retrieval(
+    ranking = rank(
         embeddings[query_rows],
-        [val_set.labels[row] for row in query_rows],
         embeddings[gallery_rows],
-        gallery_labels,
+        [val_set.labels[row] for row in query_rows],
+        [val_set.labels[row] for row in gallery_rows],  # None: a distractor, never relevant
         metric=metric,
-        self_index=position[query_rows] if val_set.exclude_self else None,
+        k=metrics_depth(),
+        exclude_rows=position[query_rows] if val_set.exclude_self else None,
     )
+    return retrieval_metrics(ranking).summary
 
 
 class RetrievalModule(L.LightningModule):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lookalike.embed.store import EmbeddingSet
-from lookalike.pipeline.after_training import evaluate_trained_model
+from lookalike.pipeline.training import evaluate_trained_model
 from lookalike.report import build_report
 from lookalike.train.run import run_training
 from naive_metrics import naive_retrieval_metrics

@@ -1,0 +1,154 @@
+"""Resumable extraction: an image set cut into shards, each saved atomically as it finishes.
+
+::
+
+    output_dir/shards/shard_00000.npz   embeddings, rows, skipped rows of images [0, shard_size)
+    output_dir/skipped.csv              id, path, reason of every image that could not be read
+
+A shard file is tagged with the embedder fingerprint, the test-time augmentation and the ids of its
+images, so a stale shard is never reused; the finished shards are assembled, in order, into one
+:class:`EmbeddingSet`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.data.records import ImageSet
+from lookalike.embed.store import EmbeddingSet
+from lookalike.utils.atomic import atomic_path, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+SHARDS_DIR = "shards"
+SKIPPED_FILE = "skipped.csv"
+
+
+@dataclass
+class Shard:
+    """The result for one shard: ``embeddings`` ``(n, D)`` of dataset ``rows`` ``(n,)``, and the
+    ``(row, reason)`` of each image in the shard that could not be read."""
+
+    embeddings: np.ndarray
+    rows: np.ndarray
+    skipped: list[tuple[int, str]]
+
+
+def shard_bounds(size: int, shard_size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each shard of ``size`` images, ``shard_size`` at most per shard."""
+    return [(start, min(start + shard_size, size)) for start in range(0, size, shard_size)]
+
+
+def shard_batches(bounds: list[tuple[int, int]], pending: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of dataset indices over the pending shards; no batch crosses a shard boundary."""
+    return [
+        list(range(i, min(i + batch_size, bounds[number][1])))
+        for number in pending
+        for i in range(bounds[number][0], bounds[number][1], batch_size)
+    ]
+
+
+@dataclass(frozen=True)
+class ShardFiles:
+    """``shard_dir/shard_00000.npz`` ...: one atomic file per finished shard, tagged with the
+    embedder fingerprint, the TTA and the ids of its images so a stale shard is never reused."""
+
+    shard_dir: Path
+    fingerprint: str
+    tta: list[str]
+
+    def path(self, number: int) -> Path:
+        return self.shard_dir / f"shard_{number:05d}.npz"
+
+    def save(self, number: int, shard: Shard, ids: list[str]) -> None:
+        with atomic_path(self.path(number)) as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                embeddings=shard.embeddings.astype(np.float32),
+                rows=shard.rows.astype(np.int64),
+                skipped_rows=np.array([row for row, _ in shard.skipped], dtype=np.int64),
+                skipped_reasons=np.array([reason for _, reason in shard.skipped], dtype=str),
+                ids=np.array(ids, dtype=str),
+                fingerprint=np.array(self.fingerprint),
+                tta=np.array(json.dumps(self.tta)),
+            )
+
+    def load_finished(self, bounds: list[tuple[int, int]], ids: list[str]) -> dict[int, Shard]:
+        """The reusable shards among ``bounds`` (``[start, stop)`` of each), by shard number."""
+        shards = {}
+        for number, (start, stop) in enumerate(bounds):
+            shard = self.load(number, ids[start:stop])
+            if shard is not None:
+                shards[number] = shard
+        if shards:
+            logger.info("resuming: %d of %d shards done", len(shards), len(bounds))
+        return shards
+
+    def load(self, number: int, ids: list[str]) -> Shard | None:
+        """Shard ``number`` when its file is complete and was made for ``ids`` by this embedder
+        with this TTA; otherwise ``None``, with a warning saying why when a file was there."""
+        path = self.path(number)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                recorded = {name: data[name] for name in data.files}
+            skipped = zip(recorded["skipped_rows"].tolist(), recorded["skipped_reasons"].tolist())
+            shard = Shard(recorded["embeddings"], recorded["rows"], list(skipped))
+            made_with = (str(recorded["fingerprint"]), json.loads(str(recorded["tta"])))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            logger.warning("shard %s is unreadable (%s); recomputing it", path, error)
+            return None
+        problem = None
+        if made_with != (self.fingerprint, self.tta):
+            problem = f"made by embedder {made_with[0]} with tta {made_with[1]}"
+        elif recorded["ids"].tolist() != ids:
+            problem = "its image ids differ from the image set's"
+        elif not len(shard.rows) == len(shard.embeddings) == len(ids) - len(shard.skipped):
+            problem = "its row counts are inconsistent"
+        if problem is not None:
+            logger.warning("shard %s does not match this run (%s); recomputing it", path, problem)
+            return None
+        return shard
+
+
+def assemble_shards(
+    image_set: ImageSet, shards: list[Shard], dim: int, info: dict[str, Any]
+) -> EmbeddingSet:
+    """Concatenate the shards in order into the set's rows; ``info`` gains counts and skipped."""
+    rows = np.concatenate([s.rows for s in shards] or [np.zeros(0, np.int64)])
+    embeddings = np.concatenate([s.embeddings for s in shards] or [np.zeros((0, dim), np.float32)])
+    records = [image_set[int(row)] for row in rows]
+    skipped = [
+        {"id": image_set[row].id, "path": str(image_set[row].path), "reason": reason}
+        for s in shards
+        for row, reason in s.skipped
+    ]
+    counts = {"images": len(image_set), "embedded": len(records), "skipped": len(skipped)}
+    if skipped:
+        logger.warning("skipped %d of %d unreadable images", len(skipped), len(image_set))
+    logger.info("embedded %d of %d images of %s", len(records), len(image_set), image_set.name)
+    return EmbeddingSet(
+        embeddings,
+        [record.id for record in records],
+        [str(record.path) for record in records],
+        [record.label for record in records],
+        {**info, "counts": counts, "skipped": skipped},
+    )
+
+
+def write_skipped_csv(path: Path, skipped: list[dict[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["id", "path", "reason"])
+    writer.writeheader()
+    writer.writerows(skipped)
+    atomic_write_text(path, buffer.getvalue())
