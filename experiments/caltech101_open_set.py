@@ -21,7 +21,7 @@ import numpy as np
 from lookalike.embed.store import EmbeddingSet
 from lookalike.pipeline.open_set import RejectionSpec, rejection_metrics, tune_rejection
 from lookalike.pipeline.postprocess import PostprocessSpec, compare_variants
-from lookalike.search.topk import search_embeddings
+from lookalike.ranking import rank
 
 BACKGROUND = "BACKGROUND_Google"
 
@@ -73,7 +73,7 @@ def main() -> None:
           f"(validation {tuned.baseline:.4f} -> {tuned.value:.4f}); "
           f"90th-percentile rule: {tuned.percentile_threshold:.4f}")
 
-    result = search_embeddings(test_q, test_g, k=10)
+    ranking = rank(test_q.embeddings, test_g.embeddings, test_q.labels, test_g.labels, k=10)
     rows = {
         "no rejection": None,
         "tuned threshold": tuned.threshold,
@@ -82,7 +82,7 @@ def main() -> None:
     print("\nTest half, all queries (distractors answer 'no match'):")
     print(f"{'':18s} {'MAP@5':>8s} {'weighted top-k':>15s} {'accept F1':>10s}")
     for name, threshold in rows.items():
-        metrics = rejection_metrics(result, test_q, test_g, tuned.threshold if threshold is None else threshold)
+        metrics = rejection_metrics(ranking, tuned.threshold if threshold is None else threshold)
         suffix = "_no_rejection" if threshold is None else "_rejection"
         print(f"{name:18s} {metrics['map@5' + suffix]:8.4f} {metrics['weighted_topk' + suffix]:15.1f} {metrics['f1' + suffix]:10.4f}")
     print(f"open-set ROC AUC {metrics['open_set_auc']:.4f}, FNMR at FMR 1%: {metrics['fnmr@fmr=0.01']:.4f}")

@@ -2,10 +2,10 @@
 
 :func:`embed_image_set` runs an embedder over every image of an :class:`ImageSet` in dataset
 order, with DataLoader workers, mixed precision on CUDA, channels-last memory format and optional
-test-time augmentation (horizontal flip, multi-scale inputs as in Radenovic et al., "Fine-tuning
-CNN Image Retrieval with No Human Annotation", TPAMI 2018). Broken images are skipped and reported.
+test-time augmentation (:mod:`lookalike.embed.tta`). Broken images are skipped and reported.
 
-Given an output folder, the set is processed in shards written atomically as they finish::
+Given an output folder, the set is processed in shards written atomically as they finish
+(:mod:`lookalike.embed.shards`), and the assembled set is saved beside them::
 
     output_dir/shards/shard_00000.npz   embeddings, rows, skipped rows of images [0, shard_size)
     output_dir/skipped.csv              id, path, reason of every image that could not be read
@@ -18,11 +18,7 @@ The shards are kept after assembly so that such a re-run never recomputes finish
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import logging
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +32,22 @@ from torch.utils.data import DataLoader
 
 from lookalike.data.dataset import ImageDataset, collate_skipping_broken
 from lookalike.data.records import ImageSet
+from lookalike.embed.shards import (
+    SHARDS_DIR,
+    SKIPPED_FILE,
+    Shard,
+    ShardFiles,
+    assemble_shards,
+    shard_batches,
+    shard_bounds,
+    write_skipped_csv,
+)
 from lookalike.embed.store import EmbeddingSet
+from lookalike.embed.tta import AugmentedViews
 from lookalike.models.preprocessing import Preprocessing, eval_transform
-from lookalike.utils.atomic import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-SHARDS_DIR = "shards"
-SKIPPED_FILE = "skipped.csv"
 # Rows whose norm is this close to 1 count as L2-normalised (loose enough for bf16 outputs).
 _UNIT_NORM_TOLERANCE = 1e-2
 
@@ -76,68 +80,6 @@ class EmbedderLike(Protocol):
     def train(self, mode: bool = True) -> Any: ...
 
     def to(self, *args: Any, **kwargs: Any) -> Any: ...
-
-
-@dataclass(frozen=True)
-class AugmentedViews:
-    """Test-time augmentation: the views whose embeddings are averaged, every scale and each of
-    them also flipped left-right when ``flip``.
-
-    Attributes:
-        scales: Input rescaling factors; 1.0 (the plain input) always comes first.
-        flip: Also embed each scaled view flipped left-right.
-    """
-
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-
-    @classmethod
-    def parse(cls, names: Sequence[str]) -> AugmentedViews:
-        """Build from names: ``"flip"`` and ``"scale:<factor>"`` (e.g. ``"scale:0.8"``)."""
-        scales = [1.0]
-        flip = False
-        for name in names:
-            if name == "flip":
-                flip = True
-                continue
-            kind, _, value = name.partition(":")
-            try:
-                scale = float(value) if kind == "scale" else None
-            except ValueError:
-                scale = None
-            if scale is None or not np.isfinite(scale) or scale <= 0:
-                raise ValueError(
-                    f"unknown test-time augmentation {name!r}; valid: 'flip', 'scale:<factor>' "
-                    "with a positive factor (e.g. 'scale:0.8')"
-                )
-            if scale not in scales:
-                scales.append(scale)
-        return cls(tuple(scales), flip)
-
-    def views(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
-        """Yield each view of ``images`` ``(B, 3, S, S)``; scaled views are ``(B, 3, sS, sS)``."""
-        height, width = images.shape[-2:]
-        for scale in self.scales:
-            if scale == 1.0:
-                scaled = images
-            else:
-                size = (max(1, round(height * scale)), max(1, round(width * scale)))
-                scaled = F.interpolate(
-                    images, size=size, mode="bilinear", align_corners=False, antialias=True
-                )
-            yield scaled
-            if self.flip:
-                yield torch.flip(scaled, dims=(-1,))
-
-
-@dataclass
-class _Shard:
-    """The result for one shard: ``embeddings`` ``(n, D)`` of dataset ``rows`` ``(n,)``, and the
-    ``(row, reason)`` of each image in the shard that could not be read."""
-
-    embeddings: np.ndarray
-    rows: np.ndarray
-    skipped: list[tuple[int, str]]
 
 
 def embed_image_set(
@@ -195,50 +137,15 @@ def embed_image_set(
     augmentation = AugmentedViews.parse(tta)
     torch_device = _resolve_device(device)
     amp_dtype = _amp_dtype(torch_device, amp)
+    run = _Extraction(batch_size, num_workers, torch_device, amp_dtype, channels_last, augmentation)
     fingerprint = embedder.fingerprint()
-    ids = image_set.ids
-    dim = embedder.embedding_dim
-    bounds = [(i, min(i + shard_size, len(ids))) for i in range(0, len(ids), shard_size)]
+    bounds = shard_bounds(len(image_set), shard_size)
     files = None
     if output_dir is not None:
-        files = _ShardFiles(Path(output_dir) / SHARDS_DIR, fingerprint, list(tta))
-    shards = {} if files is None else files.load_finished(bounds, ids)
-    pending = [number for number in range(len(bounds)) if number not in shards]
-
-    done = sum(stop - start for number, (start, stop) in enumerate(bounds) if number in shards)
-    with _reporting(progress, f"embedding {image_set.name}", len(ids)) as advance:
-        if done:
-            advance(done)
-        if pending:
-            with _evaluating(embedder, torch_device, channels_last), torch.inference_mode():
-                loader = DataLoader(
-                    ImageDataset(image_set, eval_transform(embedder.preprocessing)),
-                    batch_sampler=_batches(bounds, pending, batch_size),
-                    num_workers=num_workers,
-                    collate_fn=collate_skipping_broken,
-                    pin_memory=torch_device.type == "cuda",
-                )
-                batches = iter(loader)
-                for number in pending:
-                    start, stop = bounds[number]
-                    parts, rows, skipped = [], [], []
-                    for _ in range(start, stop, batch_size):
-                        images, indices, broken = next(batches)
-                        skipped.extend(broken)
-                        if images is not None:
-                            images = images.to(torch_device, non_blocking=True)
-                            if channels_last:
-                                images = images.contiguous(memory_format=torch.channels_last)
-                            parts.append(_embed_batch(embedder, images, augmentation, amp_dtype))
-                            rows.append(indices.numpy())
-                        advance(len(indices) + len(broken))
-                    shards[number] = _Shard(
-                        np.concatenate(parts or [np.zeros((0, dim), np.float32)]),
-                        np.concatenate(rows or [np.zeros(0, np.int64)]),
-                        skipped,
-                    )
-                    if files is not None:
-                        files.save(number, shards[number], ids[start:stop])
+        files = ShardFiles(Path(output_dir) / SHARDS_DIR, fingerprint, list(tta))
+    shards = {} if files is None else files.load_finished(bounds, image_set.ids)
+    with _reporting(progress, f"embedding {image_set.name}", len(image_set)) as advance:
+        _embed_missing_shards(embedder, image_set, bounds, shards, files, run, advance)
 
     info = {
         "fingerprint": fingerprint,
@@ -248,35 +155,100 @@ def embed_image_set(
         "amp": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
         "image_set": image_set.name,
     }
-    result = _assemble(image_set, [shards[n] for n in range(len(bounds))], dim, info)
+    ordered = [shards[number] for number in range(len(bounds))]
+    result = assemble_shards(image_set, ordered, embedder.embedding_dim, info)
     if output_dir is not None:
-        _write_skipped_csv(Path(output_dir) / SKIPPED_FILE, result.info["skipped"])
+        write_skipped_csv(Path(output_dir) / SKIPPED_FILE, result.info["skipped"])
         result.save(output_dir)
     return result
 
 
-def _assemble(
-    image_set: ImageSet, shards: list[_Shard], dim: int, info: dict[str, Any]
-) -> EmbeddingSet:
-    """Concatenate the shards in order into the set's rows; ``info`` gains counts and skipped."""
-    rows = np.concatenate([s.rows for s in shards] or [np.zeros(0, np.int64)])
-    embeddings = np.concatenate([s.embeddings for s in shards] or [np.zeros((0, dim), np.float32)])
-    records = [image_set[int(row)] for row in rows]
-    skipped = [
-        {"id": image_set[row].id, "path": str(image_set[row].path), "reason": reason}
-        for s in shards
-        for row, reason in s.skipped
-    ]
-    counts = {"images": len(image_set), "embedded": len(records), "skipped": len(skipped)}
-    if skipped:
-        logger.warning("skipped %d of %d unreadable images", len(skipped), len(image_set))
-    logger.info("embedded %d of %d images of %s", len(records), len(image_set), image_set.name)
-    return EmbeddingSet(
-        embeddings,
-        [record.id for record in records],
-        [str(record.path) for record in records],
-        [record.label for record in records],
-        {**info, "counts": counts, "skipped": skipped},
+@dataclass(frozen=True)
+class _Extraction:
+    """How images are batched, decoded and run through the embedder."""
+
+    batch_size: int
+    num_workers: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    augmentation: AugmentedViews
+
+    def loader(
+        self,
+        embedder: EmbedderLike,
+        image_set: ImageSet,
+        bounds: list[tuple[int, int]],
+        pending: list[int],
+    ) -> DataLoader:
+        """Batches of the pending shards' images in order; no batch crosses a shard boundary."""
+        return DataLoader(
+            ImageDataset(image_set, eval_transform(embedder.preprocessing)),
+            batch_sampler=shard_batches(bounds, pending, self.batch_size),
+            num_workers=self.num_workers,
+            collate_fn=collate_skipping_broken,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def embed(self, embedder: EmbedderLike, images: torch.Tensor) -> np.ndarray:
+        """``(B, 3, S, S)`` images on the host -> ``(B, D)`` float32 embeddings."""
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return _embed_views(embedder, images, self.augmentation, self.amp_dtype)
+
+
+def _embed_missing_shards(
+    embedder: EmbedderLike,
+    image_set: ImageSet,
+    bounds: list[tuple[int, int]],
+    shards: dict[int, Shard],
+    files: ShardFiles | None,
+    run: _Extraction,
+    advance: Callable[[int], None],
+) -> None:
+    """Embed each shard missing from ``shards`` into it, saving it to ``files`` when given.
+
+    ``advance`` is called with the images of the shards already there first, then after each
+    batch.
+    """
+    pending = [number for number in range(len(bounds)) if number not in shards]
+    done = sum(stop - start for number, (start, stop) in enumerate(bounds) if number in shards)
+    if done:
+        advance(done)
+    if not pending:
+        return
+    ids = image_set.ids
+    with _evaluating(embedder, run.device, run.channels_last), torch.inference_mode():
+        batches = iter(run.loader(embedder, image_set, bounds, pending))
+        for number in pending:
+            start, stop = bounds[number]
+            batch_count = len(range(start, stop, run.batch_size))
+            shards[number] = _embed_shard(embedder, batches, batch_count, run, advance)
+            if files is not None:
+                files.save(number, shards[number], ids[start:stop])
+
+
+def _embed_shard(
+    embedder: EmbedderLike,
+    batches: Iterator[Any],
+    batch_count: int,
+    run: _Extraction,
+    advance: Callable[[int], None],
+) -> Shard:
+    """The next ``batch_count`` batches of ``batches`` embedded: one shard's rows and skips."""
+    parts, rows, skipped = [], [], []
+    for _ in range(batch_count):
+        images, indices, broken = next(batches)
+        skipped.extend(broken)
+        if images is not None:
+            parts.append(run.embed(embedder, images))
+            rows.append(indices.numpy())
+        advance(len(indices) + len(broken))
+    return Shard(
+        np.concatenate(parts or [np.zeros((0, embedder.embedding_dim), np.float32)]),
+        np.concatenate(rows or [np.zeros(0, np.int64)]),
+        skipped,
     )
 
 
@@ -330,16 +302,7 @@ def _evaluating(
         embedder.train(was_training)
 
 
-def _batches(bounds: list[tuple[int, int]], pending: list[int], batch_size: int) -> list[list[int]]:
-    """Batches of dataset indices over the pending shards; no batch crosses a shard boundary."""
-    return [
-        list(range(i, min(i + batch_size, bounds[number][1])))
-        for number in pending
-        for i in range(bounds[number][0], bounds[number][1], batch_size)
-    ]
-
-
-def _embed_batch(
+def _embed_views(
     embedder: EmbedderLike,
     images: torch.Tensor,
     augmentation: AugmentedViews,
@@ -372,75 +335,3 @@ def _embed_batch(
     if len(outputs) > 1 and normalizes:
         mean = F.normalize(mean, dim=1)
     return mean.cpu().numpy()
-
-
-@dataclass(frozen=True)
-class _ShardFiles:
-    """``shard_dir/shard_00000.npz`` ...: one atomic file per finished shard, tagged with the
-    embedder fingerprint, the TTA and the ids of its images so a stale shard is never reused."""
-
-    shard_dir: Path
-    fingerprint: str
-    tta: list[str]
-
-    def path(self, number: int) -> Path:
-        return self.shard_dir / f"shard_{number:05d}.npz"
-
-    def save(self, number: int, shard: _Shard, ids: list[str]) -> None:
-        with atomic_path(self.path(number)) as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                embeddings=shard.embeddings.astype(np.float32),
-                rows=shard.rows.astype(np.int64),
-                skipped_rows=np.array([row for row, _ in shard.skipped], dtype=np.int64),
-                skipped_reasons=np.array([reason for _, reason in shard.skipped], dtype=str),
-                ids=np.array(ids, dtype=str),
-                fingerprint=np.array(self.fingerprint),
-                tta=np.array(json.dumps(self.tta)),
-            )
-
-    def load_finished(self, bounds: list[tuple[int, int]], ids: list[str]) -> dict[int, _Shard]:
-        """The reusable shards among ``bounds`` (``[start, stop)`` of each), by shard number."""
-        shards = {}
-        for number, (start, stop) in enumerate(bounds):
-            shard = self.load(number, ids[start:stop])
-            if shard is not None:
-                shards[number] = shard
-        if shards:
-            logger.info("resuming: %d of %d shards done", len(shards), len(bounds))
-        return shards
-
-    def load(self, number: int, ids: list[str]) -> _Shard | None:
-        """Shard ``number`` when its file is complete and was made for ``ids`` by this embedder
-        with this TTA; otherwise ``None``, with a warning saying why when a file was there."""
-        path = self.path(number)
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                recorded = {name: data[name] for name in data.files}
-            skipped = zip(recorded["skipped_rows"].tolist(), recorded["skipped_reasons"].tolist())
-            shard = _Shard(recorded["embeddings"], recorded["rows"], list(skipped))
-            made_with = (str(recorded["fingerprint"]), json.loads(str(recorded["tta"])))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            logger.warning("shard %s is unreadable (%s); recomputing it", path, error)
-            return None
-        problem = None
-        if made_with != (self.fingerprint, self.tta):
-            problem = f"made by embedder {made_with[0]} with tta {made_with[1]}"
-        elif recorded["ids"].tolist() != ids:
-            problem = "its image ids differ from the image set's"
-        elif not len(shard.rows) == len(shard.embeddings) == len(ids) - len(shard.skipped):
-            problem = "its row counts are inconsistent"
-        if problem is not None:
-            logger.warning("shard %s does not match this run (%s); recomputing it", path, problem)
-            return None
-        return shard
-
-
-def _write_skipped_csv(path: Path, skipped: list[dict[str, str]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["id", "path", "reason"])
-    writer.writeheader()
-    writer.writerows(skipped)
-    atomic_write_text(path, buffer.getvalue())

@@ -48,7 +48,9 @@ def shard_bounds(size: int, shard_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + shard_size, size)) for start in range(0, size, shard_size)]
 
 
-def shard_batches(bounds: list[tuple[int, int]], pending: list[int], batch_size: int) -> list[list[int]]:
+def shard_batches(
+    bounds: list[tuple[int, int]], pending: list[int], batch_size: int
+) -> list[list[int]]:
     """Batches of dataset indices over the pending shards; no batch crosses a shard boundary."""
     return [
         list(range(i, min(i + batch_size, bounds[number][1])))
@@ -67,9 +69,11 @@ class ShardFiles:
     tta: list[str]
 
     def path(self, number: int) -> Path:
+        """The file of shard ``number``."""
         return self.shard_dir / f"shard_{number:05d}.npz"
 
     def save(self, number: int, shard: Shard, ids: list[str]) -> None:
+        """Write shard ``number``, made of the images ``ids``, atomically."""
         with atomic_path(self.path(number)) as tmp, open(tmp, "wb") as handle:
             np.savez(
                 handle,
@@ -147,6 +151,7 @@ def assemble_shards(
 
 
 def write_skipped_csv(path: Path, skipped: list[dict[str, str]]) -> None:
+    """``id,path,reason`` of every skipped image, written atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["id", "path", "reason"])
     writer.writeheader()
