@@ -1,21 +1,22 @@
-"""The CLI's progress bar: library callbacks advance it by their increments."""
+"""The CLI's progress bars: each step a library asks for is a bar its callback advances."""
 
 from __future__ import annotations
 
+import pytest
 from rich.progress import Progress
 
-from lookalike.cli.common import progress_bar
+from lookalike.cli.common import progress_bars
 
 
-def test_progress_bar_callback_advances_by_increments(monkeypatch) -> None:
+def test_each_step_gets_a_bar_advanced_by_increments(monkeypatch: pytest.MonkeyPatch) -> None:
     bars: list[Progress] = []
-    original = Progress.__enter__
-    monkeypatch.setattr(Progress, "__enter__", lambda self: bars.append(self) or original(self))
-    with progress_bar("searching", total=10) as advance:
-        for step in (3, 4, 3):
-            advance(step)
-        task = bars[0].tasks[0]
-        assert (task.description, task.completed, task.total) == ("searching", 10, 10)
-    with progress_bar("embedding") as advance:
-        advance(7)
-        assert bars[1].tasks[0].completed == 7 and bars[1].tasks[0].total is None
+    original = Progress.start
+    monkeypatch.setattr(Progress, "start", lambda self: bars.append(self) or original(self))
+    with progress_bars() as progress:
+        embedding = progress("embedding query", 12)
+        for step in (5, 5, 2):
+            embedding(step)
+        progress("searching", 12)(12)
+        tasks = [(t.description, t.completed, t.total) for t in bars[0].tasks]
+        assert tasks == [("embedding query", 12, 12), ("searching", 12, 12)]
+    assert len(bars) == 1 and not bars[0].live.is_started

@@ -18,6 +18,14 @@ from lookalike.pipeline.embedding import embed_images
 CPU = EmbedSpec(batch_size=5, num_workers=0, device="cpu")
 
 
+def _recorder(steps: list[tuple[str, int, list[int]]]):
+    """A progress factory that records each step's description, total and increments."""
+    def factory(description: str, total: int):
+        steps.append((description, total, []))
+        return steps[-1][2].append
+    return factory
+
+
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     return save_embedder(create_embedder("timm:resnet18", pool="gap", weights=None), tmp_path / "model")
@@ -26,16 +34,16 @@ def model_dir(tmp_path: Path) -> Path:
 def test_folder_source_matches_embed_image_set_and_is_saved(
     image_folder: Path, model_dir: Path, tmp_path: Path
 ) -> None:
-    advances: list[int] = []
+    steps: list[tuple[str, int, list[int]]] = []
     result = embed_images(image_folder, tmp_path / "emb", model=ModelSpec(checkpoint=str(model_dir)),
-                          embed=CPU, progress=advances.append)
+                          embed=CPU, progress=_recorder(steps))
     reference = embed_image_set(
         load_embedder(model_dir), load_source(image_folder), batch_size=3, device="cpu",
         progress=False,
     )
     np.testing.assert_allclose(result.embeddings, reference.embeddings, atol=1e-5)
     assert result.ids == reference.ids and result.labels == reference.labels
-    assert advances == [5, 5, 2]
+    assert steps == [("embedding all", 12, [5, 5, 2])]
     assert EmbeddingSet.load(tmp_path / "emb").ids == result.ids
 
 

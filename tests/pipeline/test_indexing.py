@@ -22,6 +22,14 @@ def _set(vectors: np.ndarray, prefix: str, fingerprint: str = "f00d") -> Embeddi
     return EmbeddingSet(vectors, ids, [f"{i}.png" for i in ids], [str(i % 3) for i in range(len(vectors))], {"fingerprint": fingerprint})
 
 
+def _recorder(steps: list[tuple[str, int, list[int]]]):
+    """A progress factory that records each step's description, total and increments."""
+    def factory(description: str, total: int):
+        steps.append((description, total, []))
+        return steps[-1][2].append
+    return factory
+
+
 @pytest.mark.parametrize("kind,params", [("flat", {}), ("ivf_flat", {"nlist": 4, "nprobe": 4}), ("hnsw", {"M": 16, "ef_search": 200})])
 def test_saved_index_answers_like_exact_search(tmp_path: Path, kind: str, params: dict) -> None:
     rng = np.random.default_rng(0)
@@ -73,15 +81,15 @@ def test_folders_in_k_clamped_and_progress_counts_queries(tmp_path: Path) -> Non
     _set(vectors, "x").save(tmp_path / "emb")
     built, folder = build_index(tmp_path / "emb", tmp_path / "index", metric="l2")
     assert built.ntotal == 7 and folder == tmp_path / "index"
-    advances: list[int] = []
+    steps: list[tuple[str, int, list[int]]] = []
     outcome = search_index(folder, tmp_path / "emb", tmp_path / "r.json", k=50, exclude_self=True,
-                           progress=advances.append)
+                           progress=_recorder(steps))
     distances = ((vectors[:, None] - vectors[None]) ** 2).sum(-1)
     np.fill_diagonal(distances, np.inf)
     expected = np.argsort(distances, axis=1)
     expected[:, -1] = -1  # the own row, dropped, leaves the last of 7 columns empty
     assert outcome.result.k == 7 and (outcome.result.indices == expected).all()
-    assert sum(advances) == 7 and outcome.queries.ids == [f"x{i}" for i in range(7)]
+    assert steps == [("searching", 7, [7])] and outcome.queries.ids == [f"x{i}" for i in range(7)]
     assert all(len(ranked) == 6 for ranked in json.loads(outcome.path.read_text()).values())
 
 
@@ -104,14 +112,14 @@ def test_query_images_are_embedded_without_writing_beside_the_results(
     gallery = embed_images(image_folder, tmp_path / "emb", model=model, embed=embed)
     build_index(gallery, tmp_path / "index")
     (tmp_path / "out").mkdir()
-    advances: list[int] = []
+    steps: list[tuple[str, int, list[int]]] = []
     outcome = search_index(tmp_path / "index", image_folder, tmp_path / "out" / "r.csv", k=1,
-                           model=model, embed=embed, progress=advances.append)
+                           model=model, embed=embed, progress=_recorder(steps))
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["r.csv"]
     top1 = pd.read_csv(outcome.path)
     assert (top1["query_id"] == top1["gallery_id"]).all()  # every image finds itself first
     np.testing.assert_allclose(outcome.queries.embeddings, gallery.embeddings, atol=1e-5)
-    assert sum(advances) == 2 * len(gallery)  # images embedded, then queries searched
+    assert steps == [("embedding all", 12, [5, 5, 2]), ("searching", 12, [12])]
     kept = search_index(tmp_path / "index", image_folder, tmp_path / "out" / "r2.csv", k=1,
                         model=model, embed=embed, query_embeddings_dir=tmp_path / "kept")
     assert EmbeddingSet.load(tmp_path / "kept").ids == kept.queries.ids == gallery.ids

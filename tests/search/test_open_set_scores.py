@@ -151,3 +151,15 @@ def test_fnmr_at_fmr_matches_exhaustive_search(higher_is_better):
         accepts = accepted(result, point.threshold)
         assert np.mean(accepts[~genuine]) == pytest.approx(point.fmr)
         assert np.mean(~accepts[genuine]) == pytest.approx(point.fnmr)
+
+
+def test_unlabelled_gallery_items_are_distractor_images_never_a_match() -> None:
+    from lookalike.index.result import SearchResult
+    from lookalike.search.open_set_scores import relevance
+
+    result = SearchResult(np.array([[0.9, 0.8], [0.7, 0.6]]), np.array([[1, 0], [1, 2]]))
+    table = relevance(result, ["a", "b"], ["a", None, "c"], depth=2)
+    # Query "a": row 1 is unlabelled (never right), row 0 is its class; query "b" is unseen.
+    assert table.relevant.tolist() == [[False, True], [False, False]]
+    assert table.genuine.tolist() == [True, False]
+    assert table.num_relevant.tolist() == [1, 1]

@@ -43,19 +43,6 @@ def friendly_errors(command: F) -> F:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar on stderr for the block; yields the callback library functions take.
-
-    The callback advances the bar by the increment it is given (``progress(n)``: n more done).
-    Without a ``total`` the bar counts up. The bar disappears when the block ends.
-    """
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=error_console, transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda advance: bar.advance(task, advance)
-
-
-@contextlib.contextmanager
 def progress_bars() -> Iterator[ProgressFactory]:
     """Rich progress bars on stderr for the block; yields the factory pipeline functions take.
 

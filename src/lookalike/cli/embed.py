@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors, progress_bar
-from lookalike.embed.extract import SKIPPED_FILE
+from lookalike.cli.common import console, friendly_errors, progress_bars
+from lookalike.embed.shards import SKIPPED_FILE
 from lookalike.embed.spec import EmbedSpec
 from lookalike.models.spec import ModelSpec
 from lookalike.pipeline.embedding import embed_images
@@ -31,7 +31,7 @@ def embed(
     shard_size: Annotated[int, typer.Option(help="Images per resumable shard.")] = 10_000,
 ) -> None:
     """Embed every image of SOURCE; an interrupted run resumes from its finished shards."""
-    with progress_bar("embedding") as progress:
+    with progress_bars() as progress:
         result = embed_images(
             source,
             output,

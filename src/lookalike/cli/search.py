@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors, progress_bar
+from lookalike.cli.common import console, friendly_errors, progress_bars
 from lookalike.embed.spec import EmbedSpec
 from lookalike.models.spec import ModelSpec
 from lookalike.pipeline.indexing import search_index
@@ -33,7 +33,7 @@ def search(
     query_embeddings_dir: Annotated[Path | None, typer.Option(help="Keep the query images' embeddings in this folder (default: not kept).")] = None,
 ) -> None:
     """Top-k gallery results for each query; with a threshold, "no_match" takes its place."""
-    with progress_bar("searching") as progress:
+    with progress_bars() as progress:
         outcome = search_index(
             index_folder,
             queries,

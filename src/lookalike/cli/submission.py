@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors, progress_bar
+from lookalike.cli.common import console, friendly_errors, progress_bars
 from lookalike.pipeline.submission import write_submission
 from lookalike.report.submission import NO_MATCH_TOKEN
 from lookalike.report.submit import DEFAULT_TOKEN_ENV, SubmissionError, submit_file
@@ -26,7 +26,7 @@ def submission(
     prediction_column: Annotated[str, typer.Option(help="Kaggle CSV: prediction column name.")] = "Predicted",
 ) -> None:
     """Write a Kaggle-style CSV or a competition JSON from an index and query embeddings."""
-    with progress_bar("searching") as progress:
+    with progress_bars() as progress:
         outcome = write_submission(
             index_folder,
             queries,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lookalike.cli.common import console, friendly_errors, progress_bar
+from lookalike.cli.common import console, friendly_errors, progress_bars
 from lookalike.pipeline.open_set import RejectionSpec, tune_and_save_threshold
 
 
@@ -26,7 +26,7 @@ def tune_threshold(
 ) -> None:
     """Tune the rejection threshold on validation queries and gallery; optionally store it in an index."""
     spec = RejectionSpec(objective=objective, holdout_fraction=holdout_fraction, percentile=percentile, seed=seed)
-    with progress_bar("tuning") as progress:
+    with progress_bars() as progress:
         saved = tune_and_save_threshold(query_embeddings, gallery_embeddings, spec, metric, output,
                                         index=index, progress=progress)
     outcome = saved.outcome

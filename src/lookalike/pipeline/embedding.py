@@ -8,7 +8,6 @@ embedder is named by a :class:`~lookalike.models.spec.ModelSpec` (or given built
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from lookalike.data.records import ImageSet
@@ -18,6 +17,7 @@ from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EmbeddingSet
 from lookalike.models import Embedder
 from lookalike.models.spec import ModelSpec, build_embedder
+from lookalike.utils.progress import ProgressFactory, tracker
 
 
 def embed_images(
@@ -26,7 +26,7 @@ def embed_images(
     split: str | None = None,
     model: ModelSpec | Embedder | None = None,
     embed: EmbedSpec | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> EmbeddingSet:
     """Embed every readable image of ``source``, in order; unreadable ones are skipped.
 
@@ -40,7 +40,8 @@ def embed_images(
         model: The embedder, or the :class:`ModelSpec` naming it; None: ``ModelSpec()``.
         embed: Batch size, workers, device, test-time augmentation, shard size;
             None: ``EmbedSpec()``.
-        progress: Called with the number of images done after each batch.
+        progress: Asked for one step, ``"embedding <set name>"`` over the images, whose
+            callback is called with the number of images done after each batch.
 
     Returns:
         ``(N, D)`` float32 embeddings with the ids, paths and labels of the embedded images;
@@ -66,5 +67,5 @@ def embed_images(
         device=spec.device,
         tta=tuple(spec.tta),
         shard_size=spec.shard_size,
-        progress=progress if progress is not None else False,
+        progress=tracker(progress, f"embedding {images.name}", len(images)),
     )

@@ -11,7 +11,6 @@ the model given, which is checked against the index's fingerprint before any ima
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from lookalike.models.spec import ModelSpec, build_embedder
 from lookalike.pipeline.embedding import embed_images
 from lookalike.search.topk import search, self_exclusion
 from lookalike.search.writers import results_format, write_results
+from lookalike.utils.progress import ProgressFactory, tracker
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def search_index(
     model: ModelSpec | None = None,
     embed: EmbedSpec | None = None,
     query_embeddings_dir: str | Path | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> SearchOutcome:
     """Search a saved index with queries and write the ranked results.
 
@@ -137,8 +137,8 @@ def search_index(
         embed: How query images are embedded (None: ``EmbedSpec()``).
         query_embeddings_dir: Folder to keep the query images' embeddings in (resumable);
             None keeps them in memory, so nothing but ``output`` is written.
-        progress: Called with increments: images embedded (for query images), then queries
-            searched.
+        progress: Asked for a step per long task: embedding query images (see
+            :func:`~lookalike.pipeline.embedding.embed_images`), then "searching" the queries.
 
     Returns:
         The ranking, the written file, the query embeddings and the threshold applied.
@@ -168,7 +168,8 @@ def search_index(
     elif threshold is None:
         threshold = metadata.threshold
     exclude_rows = self_exclusion(query_set.ids, metadata.ids) if exclude_self else None
-    result = search(index, query_set.embeddings, k, exclude_rows, progress=progress)
+    advance = tracker(progress, "searching", len(query_set))
+    result = search(index, query_set.embeddings, k, exclude_rows, progress=advance)
     path = write_results(
         result, query_set.ids, metadata.ids, metadata.paths, output, threshold=threshold
     )

@@ -1,7 +1,7 @@
 """Open-set evaluation: tune a rejection threshold on validation data, score lists with "no match".
 
 Queries with no label are distractors (their right answer is "no match"). Where validation data
-has none, whole classes are held out of the gallery (:func:`~lookalike.search.rejection.
+has none, whole classes are held out of the gallery (:func:`~lookalike.search.thresholds.
 holdout_distractors`) so that their queries become distractors, as at test time. The threshold
 that maximises the chosen objective (MAP@K with "no match" as a valid answer, the weighted top-k
 score, or accept/reject F1) is kept, beside the percentile rule for comparison.
@@ -10,7 +10,7 @@ score, or accept/reject F1) is kept, beside the percentile rule for comparison.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,10 @@ from lookalike.metrics.ranking import DEFAULT_TOPK_WEIGHTS
 from lookalike.ranking import Ranking
 from lookalike.report.plots import figure_to_png
 from lookalike.search.open_set_scores import (
-    accept_reject_f1,
+    create_objective,
     fnmr_at_fmr,
-    map_at_k_with_rejection,
     objective_depth,
     open_set_roc,
-    weighted_topk_with_rejection,
 )
 from lookalike.search.thresholds import (
     holdout_distractors,
@@ -41,11 +39,10 @@ from lookalike.search.thresholds import (
 )
 from lookalike.search.topk import search_embeddings
 from lookalike.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lookalike.utils.progress import ProgressFactory, tracker
 
 logger = logging.getLogger(__name__)
 
-# Unlabelled gallery images get this label: no query carries it, so they are never a match.
-DISTRACTOR = "\x00distractor"
 THRESHOLD_FILE = "threshold.json"
 THRESHOLD_CURVE_FILE = "threshold_curve.csv"
 THRESHOLD_PLOT_FILE = "threshold.png"
@@ -133,30 +130,23 @@ class ThresholdOutcome:
         return figure
 
 
-def gallery_labels_with_distractors(gallery: EmbeddingSet) -> list[str]:
-    """Gallery labels, with unlabelled images given a label no query has."""
-    return [DISTRACTOR if label is None else str(label) for label in gallery.labels]
-
-
 def objective_value(
     result: SearchResult,
     query_labels: list[str | None],
-    gallery_labels: list[str],
+    gallery_labels: list[str | None],
     objective: str,
     threshold: float | None,
     weights: Mapping[int, float] | None = None,
 ) -> float:
-    """The objective of lists with "no match" at ``threshold`` (None: no rejection)."""
+    """The objective (a name of :data:`~lookalike.search.open_set_scores.OBJECTIVES`) of lists
+    with "no match" at ``threshold`` (None: no rejection)."""
     if threshold is None:
         # A threshold below every score accepts all: the plain lists.
         finite = result.scores[np.isfinite(result.scores)]
         threshold = float(finite.min() if result.higher_is_better else finite.max()) if finite.size else 0.0
         threshold = float(np.nextafter(np.float32(threshold), np.float32(-np.inf if result.higher_is_better else np.inf)))
-    if objective == "f1":
-        return accept_reject_f1(result, query_labels, gallery_labels, threshold)
-    if objective == "weighted_topk":
-        return weighted_topk_with_rejection(result, query_labels, gallery_labels, threshold, weights)
-    return map_at_k_with_rejection(result, query_labels, gallery_labels, threshold, int(objective[4:]))
+    scorer = create_objective(objective, weights)
+    return scorer.evaluate(result, query_labels, gallery_labels, threshold)
 
 
 def tune_rejection(
@@ -166,7 +156,7 @@ def tune_rejection(
     metric: str = "cosine",
     exclude_self: bool = False,
     weights: Mapping[int, float] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> ThresholdOutcome:
     """Choose the rejection threshold on validation query/gallery embeddings.
 
@@ -177,7 +167,7 @@ def tune_rejection(
         metric: "cosine", "ip", "l2" or "l1".
         exclude_self: Queries are gallery images (matched by id).
         weights: Weighted top-k weights.
-        progress: Called with the number of queries searched after each batch.
+        progress: Asked for one step, "searching" over the queries.
     """
     weights = DEFAULT_TOPK_WEIGHTS if weights is None else weights
     query_labels: list[str | None] = [None if label is None else str(label) for label in query.labels]
@@ -197,9 +187,10 @@ def tune_rejection(
         )
     depth = objective_depth(spec.objective, weights)
     result = search_embeddings(
-        query, gallery, k=depth, metric=metric, exclude_self=exclude_self, progress=progress
+        query, gallery, k=depth, metric=metric, exclude_self=exclude_self,
+        progress=tracker(progress, "searching", len(query)),
     )
-    labels = gallery_labels_with_distractors(gallery)
+    labels = list(gallery.labels)  # None: a distractor image, never a match
     threshold, curve = tune_threshold(result, query_labels, labels, spec.objective, weights=weights)
     genuine_scores = nearest_positive_scores(result, query_labels, labels)
     rule = percentile_threshold(genuine_scores, spec.percentile, result.higher_is_better) if np.isfinite(genuine_scores).any() else threshold
@@ -244,7 +235,7 @@ def tune_and_save_threshold(
     index: str | Path | None = None,
     exclude_self: bool | None = None,
     weights: Mapping[int, float] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> SavedThreshold:
     """Tune the rejection threshold (:func:`tune_rejection`), save it, and store it in an index.
 
@@ -262,7 +253,7 @@ def tune_and_save_threshold(
         exclude_self: Queries are gallery images (matched by id) whose own rows are dropped;
             None: when every query id is a gallery id.
         weights: Weighted top-k weights.
-        progress: Called with the number of queries searched after each batch.
+        progress: Asked for one step, "searching" over the queries.
 
     Raises:
         ValueError: The index's metric or model differs from the embeddings', or the data
@@ -323,15 +314,15 @@ def rejection_metrics(
         weights: Weighted top-k score weights.
     """
     result = ranking.neighbours if k is None else ranking.neighbours.top(k)
-    classes = [str(label) for label in ranking.codes.classes]
+    classes = ranking.codes.classes
     query_labels = [classes[code] if code >= 0 else None for code in ranking.codes.query.tolist()]
-    labels = [classes[code] if code >= 0 else DISTRACTOR for code in ranking.codes.gallery.tolist()]
+    labels = [classes[code] if code >= 0 else None for code in ranking.codes.gallery.tolist()]
     metrics: dict[str, Any] = {"threshold": float(threshold)}
     for objective in (f"map@{map_at}", "weighted_topk", "f1"):
         metrics[f"{objective}_no_rejection"] = objective_value(result, query_labels, labels, objective, None, weights)
         metrics[f"{objective}_rejection"] = objective_value(result, query_labels, labels, objective, threshold, weights)
-    distractors = sum(label is None or label not in set(labels) for label in query_labels)
-    metrics["n_distractor_queries"] = int(distractors)
+    distractors = int((ranking.codes.num_relevant() == 0).sum())
+    metrics["n_distractor_queries"] = distractors
     if 0 < distractors < len(query_labels):
         fmr, tmr, _ = open_set_roc(result, query_labels, labels)
         metrics["open_set_auc"] = float(np.trapezoid(tmr, fmr))

@@ -8,7 +8,6 @@ labels searches ``3 * k`` deep, since labels repeat down a ranking and k distinc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +21,7 @@ from lookalike.report.submission import (
     write_kaggle_csv,
 )
 from lookalike.search.topk import search
+from lookalike.utils.progress import ProgressFactory, tracker
 
 SUBMISSION_FORMATS = {".csv": "Kaggle CSV", ".json": "competition JSON"}
 # Labels repeat down a ranking: a Kaggle CSV of labels searches this many times k deep.
@@ -65,7 +65,7 @@ def write_submission(
     query_column: str = "Id",
     prediction_column: str = "Predicted",
     device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> SubmissionOutcome:
     """Search a gallery index with query embeddings and write the competition file.
 
@@ -82,7 +82,7 @@ def write_submission(
         query_column: Kaggle CSV: header of the query column.
         prediction_column: Kaggle CSV: header of the prediction column.
         device: Where to load the index.
-        progress: Called with the number of queries searched after each batch.
+        progress: Asked for one step, "searching" over the queries.
 
     Returns:
         Where the file went, with the settings it was written with.
@@ -104,7 +104,10 @@ def write_submission(
     if threshold is None:
         threshold = metadata.threshold
     depth = submission_search_depth(k, suffix, predict)
-    result = search(index, query_set.embeddings, depth, progress=progress)
+    result = search(
+        index, query_set.embeddings, depth,
+        progress=tracker(progress, "searching", len(query_set)),
+    )
     if suffix == ".json":
         write_competition_json(output, result, query_set.paths, metadata.paths, k=k,
                                rejection_threshold=threshold, no_match_token=no_match_token)

@@ -24,11 +24,13 @@ import numpy as np
 
 from lookalike.index.result import SearchResult
 from lookalike.metrics.ranking import DEFAULT_TOPK_WEIGHTS, map_at_k, weighted_topk
+from lookalike.ranking.labels import encode_labels
+from lookalike.ranking.labels import relevance as label_relevance
 from lookalike.registry import Registry
 from lookalike.search.rejection import apply_threshold, goodness
 
 QueryLabels = Sequence[Hashable | None]
-GalleryLabels = Sequence[Hashable]
+GalleryLabels = Sequence[Hashable | None]
 
 
 @dataclass(frozen=True)
@@ -48,30 +50,6 @@ class Relevance:
     num_relevant: np.ndarray
 
 
-def _label_codes(
-    result: SearchResult, query_labels: QueryLabels, gallery_labels: GalleryLabels
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gallery codes ``(N,)``, query codes ``(Q,)`` (-1 for distractors) and class sizes."""
-    query_labels, gallery_labels = list(query_labels), list(gallery_labels)
-    if len(query_labels) != len(result):
-        raise ValueError(f"{len(query_labels)} query labels for {len(result)} queries")
-    if result.indices.size and result.indices.max() >= len(gallery_labels):
-        raise ValueError(
-            f"the result refers to gallery row {result.indices.max()} but only "
-            f"{len(gallery_labels)} gallery labels are given"
-        )
-    codes: dict[Hashable, int] = {}
-    gallery_codes = np.empty(len(gallery_labels), dtype=np.int64)
-    for row, label in enumerate(gallery_labels):
-        if label is None:
-            raise ValueError(f"gallery_labels[{row}] is None; every gallery item needs a label")
-        gallery_codes[row] = codes.setdefault(label, len(codes))
-    query_codes = np.array(
-        [-1 if label is None else codes.get(label, -1) for label in query_labels], dtype=np.int64
-    )
-    return gallery_codes, query_codes, np.bincount(gallery_codes, minlength=len(codes))
-
-
 def relevance(
     result: SearchResult,
     query_labels: QueryLabels,
@@ -80,21 +58,30 @@ def relevance(
 ) -> Relevance:
     """The :class:`Relevance` of the first ``depth`` ranks of ``result``.
 
+    Labels are encoded and matched by the library's one rule (:mod:`lookalike.ranking.labels`):
+    an unlabelled gallery item is a distractor image, never a right answer.
+
     Args:
         result: ``(Q, K)`` search result, best first.
         query_labels: ``Q`` labels, None for known distractors.
-        gallery_labels: ``N`` labels, none of them None.
+        gallery_labels: ``N`` labels, None for distractor images.
         depth: Ranks looked at, at most ``K + 1`` (the last may hold "no match").
     """
     if depth > result.k + 1:
         raise ValueError(f"need {depth - 1} neighbours per query, the result holds {result.k}")
-    gallery_codes, query_codes, class_sizes = _label_codes(result, query_labels, gallery_labels)
-    indices = result.indices[:, :depth]
-    relevant = (indices >= 0) & (gallery_codes[np.maximum(indices, 0)] == query_codes[:, None])
+    codes = encode_labels(query_labels, gallery_labels)
+    if len(codes.query) != len(result):
+        raise ValueError(f"{len(codes.query)} query labels for {len(result)} queries")
+    if result.indices.size and result.indices.max() >= len(codes.gallery):
+        raise ValueError(
+            f"the result refers to gallery row {result.indices.max()} but only "
+            f"{len(codes.gallery)} gallery labels are given"
+        )
+    relevant = label_relevance(result.indices[:, :depth], codes)
     relevant = np.pad(relevant, ((0, 0), (0, depth - relevant.shape[1])))
-    genuine = query_codes >= 0
-    num_relevant = np.where(genuine, class_sizes[np.maximum(query_codes, 0)], 1)
-    return Relevance(relevant & genuine[:, None], genuine, num_relevant)
+    class_sizes = codes.num_relevant()
+    genuine = class_sizes > 0
+    return Relevance(relevant & genuine[:, None], genuine, np.where(genuine, class_sizes, 1))
 
 
 def matches_with_no_match(relevance: Relevance, positions: np.ndarray, k: int) -> np.ndarray:

@@ -47,6 +47,14 @@ def _naive(query: EmbeddingSet, gallery: EmbeddingSet, items: list[str], k: int,
     return rows
 
 
+def _recorder(steps: list[tuple[str, int, list[int]]]):
+    """A progress factory that records each step's description, total and increments."""
+    def factory(description: str, total: int):
+        steps.append((description, total, []))
+        return steps[-1][2].append
+    return factory
+
+
 @pytest.fixture
 def index(tmp_path: Path) -> tuple[EmbeddingSet, EmbeddingSet, Path]:
     query, gallery = _clusters()
@@ -57,15 +65,15 @@ def index(tmp_path: Path) -> tuple[EmbeddingSet, EmbeddingSet, Path]:
 
 def test_kaggle_csv_of_labels_uses_the_stored_threshold(index, tmp_path: Path) -> None:
     query, gallery, folder = index
-    advances: list[int] = []
-    outcome = write_submission(folder, tmp_path / "q", tmp_path / "sub.csv", k=3, progress=advances.append)
+    steps: list[tuple[str, int, list[int]]] = []
+    outcome = write_submission(folder, tmp_path / "q", tmp_path / "sub.csv", k=3, progress=_recorder(steps))
     table = pd.read_csv(outcome.path, keep_default_na=False)
     assert table["Id"].tolist() == query.ids
     expected = _naive(query, gallery, [str(label) for label in gallery.labels], 3, 0.4)
     assert [row.split() for row in table["Predicted"]] == expected
     assert any("no_match" in row for row in expected) and any("no_match" not in row for row in expected)
     assert (outcome.threshold, outcome.queries, outcome.file_format) == (pytest.approx(0.4), 20, ".csv")
-    assert sum(advances) == 20
+    assert steps == [("searching", 20, [20])]
 
 
 def test_ids_columns_token_and_threshold_override(index, tmp_path: Path) -> None:
