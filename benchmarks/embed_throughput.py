@@ -79,7 +79,7 @@ def main() -> None:
         start = time.perf_counter()
         ours = embed_image_set(
             model, images, output_dir=Path(scratch) / "embeddings", batch_size=args.batch_size,
-            num_workers=args.workers, device="cpu", progress=False,
+            num_workers=args.workers, device="cpu",
         )
         ours_seconds = time.perf_counter() - start
 

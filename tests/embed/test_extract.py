@@ -107,7 +107,7 @@ def _naive(model: TinyEmbedder, paths: list[Path], flip: bool = False) -> np.nda
 
 def _embed(model: TinyEmbedder, image_set: ImageSet, **kwargs: object) -> EmbeddingSet:
     return embed_image_set(
-        model, image_set, device="cpu", progress=False, **kwargs  # type: ignore[arg-type]
+        model, image_set, device="cpu", **kwargs  # type: ignore[arg-type]
     )
 
 
@@ -126,10 +126,10 @@ def test_matches_naive_loop(image_set: ImageSet) -> None:
     assert result.info["counts"] == {"images": 8, "embedded": 8, "skipped": 0}
 
 
-def test_order_preserved_with_workers_and_progress_bar(image_set: ImageSet) -> None:
+def test_order_preserved_with_workers(image_set: ImageSet) -> None:
     model = _embedder()
     result = embed_image_set(
-        model, image_set, batch_size=2, num_workers=2, device="cpu", progress=True,
+        model, image_set, batch_size=2, num_workers=2, device="cpu",
         channels_last=False,
     )
     assert result.ids == image_set.ids

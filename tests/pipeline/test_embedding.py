@@ -39,7 +39,6 @@ def test_folder_source_matches_embed_image_set_and_is_saved(
                           embed=CPU, progress=_recorder(steps))
     reference = embed_image_set(
         load_embedder(model_dir), load_source(image_folder), batch_size=3, device="cpu",
-        progress=False,
     )
     np.testing.assert_allclose(result.embeddings, reference.embeddings, atol=1e-5)
     assert result.ids == reference.ids and result.labels == reference.labels

@@ -27,7 +27,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
 from lookalike.data.dataset import ImageDataset, collate_skipping_broken
@@ -93,7 +92,7 @@ def embed_image_set(
     amp: bool | None = None,
     tta: Sequence[str] = (),
     shard_size: int = 10_000,
-    progress: Callable[[int], None] | bool = True,
+    progress: Callable[[int], None] | None = None,
     channels_last: bool = True,
 ) -> EmbeddingSet:
     """Embed every readable image of ``image_set``, in order.
@@ -116,8 +115,7 @@ def embed_image_set(
             ``normalize`` attribute, else unit-norm outputs) the average is L2-normalised again.
         shard_size: Images per resumable shard.
         progress: Called with the number of images done after each batch (images of shards
-            resumed from disk count once, at the start); ``False`` reports nothing. ``True``
-            draws a Rich bar here, for callers that do not yet pass a callback.
+            resumed from disk count once, at the start); None reports nothing.
         channels_last: Run model and inputs in channels-last memory format.
 
     Returns:
@@ -144,8 +142,8 @@ def embed_image_set(
     if output_dir is not None:
         files = ShardFiles(Path(output_dir) / SHARDS_DIR, fingerprint, list(tta))
     shards = {} if files is None else files.load_finished(bounds, image_set.ids)
-    with _reporting(progress, f"embedding {image_set.name}", len(image_set)) as advance:
-        _embed_missing_shards(embedder, image_set, bounds, shards, files, run, advance)
+    advance = progress or _ignore
+    _embed_missing_shards(embedder, image_set, bounds, shards, files, run, advance)
 
     info = {
         "fingerprint": fingerprint,
@@ -252,20 +250,8 @@ def _embed_shard(
     )
 
 
-@contextlib.contextmanager
-def _reporting(
-    progress: Callable[[int], None] | bool, description: str, total: int
-) -> Iterator[Callable[[int], None]]:
-    """The increment callback for ``progress``: the caller's own, a Rich bar's, or a no-op."""
-    if callable(progress):
-        yield progress
-    elif progress:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, TimeRemainingColumn()) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda advance: bar.advance(task, advance)
-    else:
-        yield lambda advance: None
+def _ignore(amount: int) -> None:
+    del amount
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

@@ -172,14 +172,14 @@ def run_evaluation(
     Args:
         config: The run's settings; validated before anything is written.
         embedder: A model already in memory, used instead of building ``config.model``.
-        progress: Receives the progress of the ranking and of an approximate search.
+        progress: Receives the progress of embedding, ranking and an approximate search.
 
     Returns:
         What the run produced; its folder is ``config.output``.
     """
     check_evaluate_config(config)
     threshold = resolve_threshold(config.rejection)
-    inputs = load_inputs(config, embedder)
+    inputs = load_inputs(config, embedder, progress)
     record = RunRecord(config.output)
     record.root.mkdir(parents=True, exist_ok=True)
     save_config(config, record.path(CONFIG_FILE))

@@ -22,6 +22,7 @@ from lookalike.models.spec import build_embedder
 from lookalike.pipeline.evaluate_config import EvaluateConfig
 from lookalike.runs import RunRecord
 from lookalike.search.topk import self_exclusion
+from lookalike.utils.progress import ProgressFactory, tracker
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,11 @@ def load_precomputed(config: EvaluateConfig) -> EvaluationInputs:
     return EvaluationInputs(query, gallery, set(query.ids) <= set(gallery.ids))
 
 
-def embed_source(config: EvaluateConfig, embedder: Embedder | None = None) -> EvaluationInputs:
+def embed_source(
+    config: EvaluateConfig,
+    embedder: Embedder | None = None,
+    progress: ProgressFactory | None = None,
+) -> EvaluationInputs:
     """Split ``config.source`` by the protocol and embed both sides into the run folder."""
     split = make_split(load_source(config.source), config.protocol, **config.protocol_args)
     embedder = embedder or build_embedder(config.model)
@@ -100,6 +105,7 @@ def embed_source(config: EvaluateConfig, embedder: Embedder | None = None) -> Ev
             device=spec.device,
             tta=tuple(spec.tta),
             shard_size=spec.shard_size,
+            progress=tracker(progress, f"embedding {name}", len(images)),
         )
 
     if split.exclude_self:
@@ -109,10 +115,14 @@ def embed_source(config: EvaluateConfig, embedder: Embedder | None = None) -> Ev
     return EvaluationInputs(query, gallery, False, split, embedder)
 
 
-def load_inputs(config: EvaluateConfig, embedder: Embedder | None = None) -> EvaluationInputs:
+def load_inputs(
+    config: EvaluateConfig,
+    embedder: Embedder | None = None,
+    progress: ProgressFactory | None = None,
+) -> EvaluationInputs:
     """The query and gallery embeddings of ``config`` (see the module docstring)."""
     if config.source:
-        return embed_source(config, embedder)
+        return embed_source(config, embedder, progress)
     return load_precomputed(config)
 
 

@@ -30,7 +30,7 @@ from lookalike.report.html import build_report
 from lookalike.runs import TEST_DIR, RunRecord
 from lookalike.train.config import TrainConfig
 from lookalike.train.run import TrainOutcome, run_training
-from lookalike.utils.progress import ProgressFactory
+from lookalike.utils.progress import ProgressFactory, tracker
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ def evaluate_trained_model(
             output_dir=folder,
             batch_size=embed.batch_size,
             num_workers=embed.num_workers,
+            progress=tracker(progress, "embedding a training sample", len(sample)),
         )
         fields["train_embeddings"] = record.relative(folder)
     record.update_settings(**fields)
