@@ -22,14 +22,13 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lookalike.runs import CURVES_FILE, HISTORY_FILE
 from lookalike.utils.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 BEST_NAME = "best"
 LAST_NAME = "last"
-HISTORY_FILE = "history.csv"
-CURVES_FILE = "curves.png"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

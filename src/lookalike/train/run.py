@@ -31,6 +31,7 @@ from lookalike.losses.base import RetrievalLoss
 from lookalike.models.embedder import Embedder
 from lookalike.models.spec import build_embedder
 from lookalike.models.training_checkpoint import read_checkpoint
+from lookalike.runs import CHECKPOINT_DIR, CONFIG_FILE, MODEL_DIR, RunRecord, RunSettings
 from lookalike.train.callbacks import (
     AtomicCheckpointIO,
     HistoryCallback,
@@ -50,15 +51,9 @@ from lookalike.train.data import RetrievalDataModule, load_training_data, resize
 from lookalike.train.export import export_checkpoint
 from lookalike.train.loggers import make_loggers
 from lookalike.train.module import RetrievalModule, text_tower
-from lookalike.utils.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
-RUN_FILE = "run.json"
-CHECKPOINT_DIR = "checkpoints"
-MODEL_DIR = "model"
 
 
 @dataclass
@@ -259,13 +254,14 @@ def _outcome(output: Path, callbacks: _RunCallbacks) -> TrainOutcome:
 def _write_results(outcome: TrainOutcome, config: TrainConfig, seconds: float) -> None:
     """Export the best checkpoint and write ``metrics.json`` and ``run.json``."""
     export_checkpoint(outcome.best_checkpoint, outcome.model_dir)
-    atomic_write_json(outcome.output / METRICS_FILE, outcome.metrics)
-    atomic_write_json(outcome.output / RUN_FILE, _run_record(outcome, config, seconds))
+    record = RunRecord(outcome.output)
+    record.write_metrics(outcome.metrics)
+    record.write_settings(RunSettings(kind="train"), **_run_details(outcome, config, seconds))
 
 
-def _run_record(outcome: TrainOutcome, config: TrainConfig, seconds: float) -> dict[str, Any]:
+def _run_details(outcome: TrainOutcome, config: TrainConfig, seconds: float) -> dict[str, Any]:
+    """What ``run.json`` records of a training run beside the shared settings."""
     return {
-        "kind": "train",
         "config": CONFIG_FILE,
         "best_checkpoint": str(outcome.best_checkpoint),
         "last_checkpoint": str(outcome.last_checkpoint),
