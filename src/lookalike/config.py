@@ -12,6 +12,7 @@ from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -21,7 +22,10 @@ C = TypeVar("C")
 
 
 def resolve_config(
-    schema: type[C], yaml_path: str | Path | None = None, overrides: Sequence[str] = ()
+    schema: type[C],
+    yaml_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    base: C | None = None,
 ) -> C:
     """Merge ``schema``'s defaults, a YAML file and ``key=value`` overrides into a ``schema``.
 
@@ -29,6 +33,7 @@ def resolve_config(
         schema: A dataclass type whose field defaults are the typed defaults.
         yaml_path: Optional YAML file with a subset of the fields.
         overrides: Dotted ``key=value`` strings (``optim.lr=1e-4``).
+        base: An instance of ``schema`` to start from instead of its defaults.
 
     Returns:
         An instance of ``schema`` (type-checked by OmegaConf).
@@ -38,13 +43,23 @@ def resolve_config(
     """
     if not is_dataclass(schema):
         raise TypeError(f"{schema!r} is not a dataclass")
-    merged = OmegaConf.structured(schema)
+    merged = OmegaConf.structured(schema if base is None else base)
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ValueError(f"config file {path} is not valid YAML: {_first_line(error)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"config file {path} must hold a mapping of settings, not a {type(loaded).__name__}"
+            )
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.create(loaded))
         except OmegaConfBaseException as error:
             raise ValueError(f"config file {path} does not fit {schema.__name__}: {_first_line(error)}") from None
     bad = [item for item in overrides if "=" not in item]

@@ -18,12 +18,13 @@ deployment would serve it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.config import save_config
+from lookalike.config import resolve_config, save_config
 from lookalike.index import INDEXES
 from lookalike.index.io import read_index_metadata
 from lookalike.index.result import SearchResult
@@ -42,7 +43,7 @@ from lookalike.utils.progress import ProgressFactory, tracker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvaluateConfig", "EvaluateOutcome", "run_evaluation"]
+__all__ = ["EvaluateConfig", "EvaluateOutcome", "evaluate", "run_evaluation"]
 
 
 @dataclass
@@ -223,3 +224,28 @@ def run_evaluation(
     return EvaluateOutcome(
         metrics, record.root, results_path, skipped, variants, ranking, inputs, report_path
     )
+
+
+def evaluate(
+    config: EvaluateConfig | str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    embedder: Embedder | None = None,
+    progress: ProgressFactory | None = None,
+) -> EvaluateOutcome:
+    """``lookalike evaluate`` from Python: settings, then the run (:func:`run_evaluation`).
+
+    Args:
+        config: An :class:`EvaluateConfig`, a YAML file of its fields, or None for the defaults.
+        overrides: Dotted ``key=value`` settings applied on top (``"index.kind=hnsw"``).
+        embedder: A model already in memory, used instead of building ``config.model``.
+        progress: Receives the progress of embedding, ranking and an approximate search.
+
+    Returns:
+        What the run produced, with its :class:`~lookalike.ranking.Ranking`.
+    """
+    if isinstance(config, EvaluateConfig):
+        resolved = resolve_config(EvaluateConfig, overrides=overrides, base=config)
+    else:
+        resolved = resolve_config(EvaluateConfig, config, overrides)
+    return run_evaluation(resolved, embedder, progress)

@@ -16,11 +16,13 @@ the evaluation loaded, reused for the training sample. The report reads the save
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lookalike.config import resolve_config
 from lookalike.data.records import ImageSet
 from lookalike.embed.extract import embed_image_set
 from lookalike.embed.spec import EmbedSpec
@@ -129,7 +131,8 @@ def evaluate_trained_model(
 
 
 def train(
-    config: TrainConfig,
+    config: TrainConfig | str | Path,
+    overrides: Sequence[str] = (),
     *,
     test: bool = True,
     report: bool = True,
@@ -139,7 +142,9 @@ def train(
     """Train as ``config`` says, evaluate the best model on the test split, write the report.
 
     Args:
-        config: The resolved training config (``lookalike.config.resolve_config``).
+        config: A :class:`~lookalike.train.config.TrainConfig`, or a YAML file of its fields
+            (see ``configs/``).
+        overrides: Dotted ``key=value`` settings applied on top (``"optim.lr=1e-4"``).
         test: Evaluate the best model on the protocol's test split (``run/test/``).
         report: Write ``report.html`` into the run folder.
         train_sample: Training images embedded for the report's embedding map.
@@ -148,6 +153,10 @@ def train(
     Returns:
         The training run, its test evaluation and its report.
     """
+    if isinstance(config, TrainConfig):
+        config = resolve_config(TrainConfig, overrides=overrides, base=config)
+    else:
+        config = resolve_config(TrainConfig, config, overrides)
     outcome = run_training(config)
     evaluation = (
         evaluate_trained_model(config, outcome, train_sample, progress=progress) if test else None
