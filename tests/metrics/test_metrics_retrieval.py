@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from ranked_metrics import with_per_query
 
 from lookalike.metrics import (
     evaluate_retrieval,
@@ -15,25 +16,8 @@ from lookalike.metrics import (
     recall_at_k,
     relevance_from_labels,
 )
-from lookalike.metrics.retrieval import metrics_depth, retrieval_metrics
-from lookalike.ranking import rank
 
 WEIGHTS = {1: 600, 5: 300, 10: 100}
-
-def _with_per_query(query_embeddings, query_labels, gallery_embeddings, gallery_labels, *,
-                    self_index=None, junk=None, chunk_size=1024, device="cpu", metric="cosine",
-                    **metric_options):
-    """Rank, then score with per-query values (the library's two steps)."""
-    ranking = rank(
-        query_embeddings, gallery_embeddings, query_labels, gallery_labels, metric=metric,
-        k=metrics_depth(metric_options.get("ks", (1, 5, 10)), metric_options.get("precision_ks", (10,)),
-                        metric_options.get("map_at_k", 5), metric_options.get("weights")),
-        exclude_rows=self_index, junk=junk, allow_unlabelled=False, chunk_size=chunk_size,
-        device=device,
-    )
-    scored = retrieval_metrics(ranking, **metric_options)
-    return scored.summary, scored.per_query
-
 
 
 def _tied_data(seed: int, queries: int = 14, gallery: int = 40):
@@ -133,7 +117,7 @@ def _case(name: str, seed: int):
 @pytest.mark.parametrize("skip", [True, False])
 def test_matches_naive_full_sort(metric: str, case: str, skip: bool) -> None:
     queries, query_labels, gallery, gallery_labels, self_index, junk = _case(case, seed=len(case))
-    summary, per_query = _with_per_query(
+    summary, per_query = with_per_query(
         queries, query_labels, gallery, gallery_labels, metric=metric, ks=(1, 2, 5, 10),
         self_index=self_index, junk=junk, weights=WEIGHTS, chunk_size=5,
         skip_queries_without_positives=skip)
@@ -162,7 +146,7 @@ def test_matches_naive_full_sort(metric: str, case: str, skip: bool) -> None:
 def test_chunk_size_does_not_change_anything() -> None:
     queries, query_labels, gallery, gallery_labels, self_index, junk = _case("self_and_junk", 4)
     results = [
-        _with_per_query(
+        with_per_query(
             queries, query_labels, gallery, gallery_labels, metric="ip", self_index=self_index,
             junk=junk, chunk_size=chunk)
         for chunk in (1, 7, len(queries), 1000)
@@ -182,7 +166,7 @@ def test_agrees_with_pure_functions_on_its_own_neighbours() -> None:
     gallery = rng.normal(size=(60, 8)).astype(np.float32)
     gallery_labels = rng.integers(0, 8, 60)
     queries = gallery[:20]
-    summary, per_query = _with_per_query(
+    summary, per_query = with_per_query(
         queries, gallery_labels[:20], gallery, gallery_labels, self_index=np.arange(20),
         skip_queries_without_positives=False)
     matches, num_relevant = relevance_from_labels(
@@ -210,7 +194,7 @@ def test_labels_are_arbitrary_hashables() -> None:
 
 def test_padding_when_the_gallery_is_smaller_than_k() -> None:
     gallery = np.eye(4, dtype=np.float32)
-    summary, per_query = _with_per_query(
+    summary, per_query = with_per_query(
         gallery, [0, 0, 1, 1], gallery, [0, 0, 1, 1], self_index=np.arange(4))
     assert per_query.neighbours.indices.shape == (4, 10)
     assert (per_query.neighbours.indices[:, 3:] == -1).all()
@@ -250,7 +234,7 @@ def test_bad_input_raises_clear_errors() -> None:
 def test_cuda_matches_cpu() -> None:
     queries, query_labels, gallery, gallery_labels, self_index, junk = _case("self_and_junk", 9)
     results = [
-        _with_per_query(
+        with_per_query(
             queries, query_labels, gallery, gallery_labels, metric="ip", self_index=self_index,
             junk=junk, chunk_size=4, device=device)
         for device in ("cpu", "cuda")

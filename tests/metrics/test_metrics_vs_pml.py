@@ -20,10 +20,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-
-from lookalike.metrics import evaluate_retrieval
-from lookalike.metrics.retrieval import metrics_depth, retrieval_metrics
-from lookalike.ranking import rank
+from ranked_metrics import with_per_query
 
 PML_METRICS = (
     "precision_at_1",
@@ -31,21 +28,6 @@ PML_METRICS = (
     "mean_average_precision_at_r",
     "r_precision",
 )
-
-def _with_per_query(query_embeddings, query_labels, gallery_embeddings, gallery_labels, *,
-                    self_index=None, junk=None, chunk_size=1024, device="cpu", metric="cosine",
-                    **metric_options):
-    """Rank, then score with per-query values (the library's two steps)."""
-    ranking = rank(
-        query_embeddings, gallery_embeddings, query_labels, gallery_labels, metric=metric,
-        k=metrics_depth(metric_options.get("ks", (1, 5, 10)), metric_options.get("precision_ks", (10,)),
-                        metric_options.get("map_at_k", 5), metric_options.get("weights")),
-        exclude_rows=self_index, junk=junk, allow_unlabelled=False, chunk_size=chunk_size,
-        device=device,
-    )
-    scored = retrieval_metrics(ranking, **metric_options)
-    return scored.summary, scored.per_query
-
 
 
 def _compare(pml: dict[str, float], summary: dict[str, float], per_query) -> None:
@@ -71,7 +53,7 @@ def test_query_set_is_the_gallery(metric: str, k: str | None) -> None:
         pml = calculator.get_accuracy(embeddings, labels, include=("mean_average_precision_at_r",))
     else:
         pml = calculator.get_accuracy(embeddings, labels)
-    summary, per_query = _with_per_query(
+    summary, per_query = with_per_query(
         embeddings, labels, embeddings, labels, metric=metric, self_index=np.arange(80),
         chunk_size=16)
     assert summary["n_queries_without_positives"] == 3
@@ -89,7 +71,7 @@ def test_separate_queries_and_gallery() -> None:
     query_labels = rng.integers(0, 12, 35)  # labels 10 and 11 are absent from the gallery
     calculator = AccuracyCalculator(include=PML_METRICS, k=None, device=torch.device("cpu"))
     pml = calculator.get_accuracy(queries, query_labels, gallery, gallery_labels)
-    summary, per_query = _with_per_query(
+    summary, per_query = with_per_query(
         queries, query_labels, gallery, gallery_labels, metric="l2", chunk_size=7)
     assert summary["n_queries_without_positives"] == int(np.isin(query_labels, [10, 11]).sum()) > 0
     _compare(pml, summary, per_query)

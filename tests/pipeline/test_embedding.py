@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from progress_recorder import recorder
 
 from lookalike.data.sources import load_source
 from lookalike.embed.extract import embed_image_set
@@ -18,14 +19,6 @@ from lookalike.pipeline.embedding import embed_images
 CPU = EmbedSpec(batch_size=5, num_workers=0, device="cpu")
 
 
-def _recorder(steps: list[tuple[str, int, list[int]]]):
-    """A progress factory that records each step's description, total and increments."""
-    def factory(description: str, total: int):
-        steps.append((description, total, []))
-        return steps[-1][2].append
-    return factory
-
-
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     return save_embedder(create_embedder("timm:resnet18", pool="gap", weights=None), tmp_path / "model")
@@ -36,7 +29,7 @@ def test_folder_source_matches_embed_image_set_and_is_saved(
 ) -> None:
     steps: list[tuple[str, int, list[int]]] = []
     result = embed_images(image_folder, tmp_path / "emb", model=ModelSpec(checkpoint=str(model_dir)),
-                          embed=CPU, progress=_recorder(steps))
+                          embed=CPU, progress=recorder(steps))
     reference = embed_image_set(
         load_embedder(model_dir), load_source(image_folder), batch_size=3, device="cpu",
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from progress_recorder import recorder
 
 from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EmbeddingSet
@@ -20,14 +21,6 @@ from lookalike.pipeline.indexing import build_index, search_index
 def _set(vectors: np.ndarray, prefix: str, fingerprint: str = "f00d") -> EmbeddingSet:
     ids = [f"{prefix}{i}" for i in range(len(vectors))]
     return EmbeddingSet(vectors, ids, [f"{i}.png" for i in ids], [str(i % 3) for i in range(len(vectors))], {"fingerprint": fingerprint})
-
-
-def _recorder(steps: list[tuple[str, int, list[int]]]):
-    """A progress factory that records each step's description, total and increments."""
-    def factory(description: str, total: int):
-        steps.append((description, total, []))
-        return steps[-1][2].append
-    return factory
 
 
 @pytest.mark.parametrize("kind,params", [("flat", {}), ("ivf_flat", {"nlist": 4, "nprobe": 4}), ("hnsw", {"M": 16, "ef_search": 200})])
@@ -83,7 +76,7 @@ def test_folders_in_k_clamped_and_progress_counts_queries(tmp_path: Path) -> Non
     assert built.ntotal == 7 and folder == tmp_path / "index"
     steps: list[tuple[str, int, list[int]]] = []
     outcome = search_index(folder, tmp_path / "emb", tmp_path / "r.json", k=50, exclude_self=True,
-                           progress=_recorder(steps))
+                           progress=recorder(steps))
     distances = ((vectors[:, None] - vectors[None]) ** 2).sum(-1)
     np.fill_diagonal(distances, np.inf)
     expected = np.argsort(distances, axis=1)
@@ -114,7 +107,7 @@ def test_query_images_are_embedded_without_writing_beside_the_results(
     (tmp_path / "out").mkdir()
     steps: list[tuple[str, int, list[int]]] = []
     outcome = search_index(tmp_path / "index", image_folder, tmp_path / "out" / "r.csv", k=1,
-                           model=model, embed=embed, progress=_recorder(steps))
+                           model=model, embed=embed, progress=recorder(steps))
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["r.csv"]
     top1 = pd.read_csv(outcome.path)
     assert (top1["query_id"] == top1["gallery_id"]).all()  # every image finds itself first

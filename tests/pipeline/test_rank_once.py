@@ -12,11 +12,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tiny_training import tiny_config, write_images
 from typer.testing import CliRunner
 
 from lookalike.cli.main import app
 from lookalike.config import save_config
+from tiny_training import tiny_config, write_images
 
 RANK_LOGGER = "lookalike.ranking.compute"
 runner = CliRunner()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from progress_recorder import recorder
 
 from lookalike.embed.store import EmbeddingSet
 from lookalike.pipeline.indexing import build_index
@@ -47,14 +48,6 @@ def _naive(query: EmbeddingSet, gallery: EmbeddingSet, items: list[str], k: int,
     return rows
 
 
-def _recorder(steps: list[tuple[str, int, list[int]]]):
-    """A progress factory that records each step's description, total and increments."""
-    def factory(description: str, total: int):
-        steps.append((description, total, []))
-        return steps[-1][2].append
-    return factory
-
-
 @pytest.fixture
 def index(tmp_path: Path) -> tuple[EmbeddingSet, EmbeddingSet, Path]:
     query, gallery = _clusters()
@@ -66,7 +59,7 @@ def index(tmp_path: Path) -> tuple[EmbeddingSet, EmbeddingSet, Path]:
 def test_kaggle_csv_of_labels_uses_the_stored_threshold(index, tmp_path: Path) -> None:
     query, gallery, folder = index
     steps: list[tuple[str, int, list[int]]] = []
-    outcome = write_submission(folder, tmp_path / "q", tmp_path / "sub.csv", k=3, progress=_recorder(steps))
+    outcome = write_submission(folder, tmp_path / "q", tmp_path / "sub.csv", k=3, progress=recorder(steps))
     table = pd.read_csv(outcome.path, keep_default_na=False)
     assert table["Id"].tolist() == query.ids
     expected = _naive(query, gallery, [str(label) for label in gallery.labels], 3, 0.4)

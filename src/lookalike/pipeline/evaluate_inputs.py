@@ -15,14 +15,14 @@ from pathlib import Path
 from lookalike.data.protocols import RetrievalSplit, make_split
 from lookalike.data.records import ImageSet
 from lookalike.data.sources import load_source
-from lookalike.embed.extract import embed_image_set
 from lookalike.embed.store import EmbeddingSet
 from lookalike.models import Embedder
 from lookalike.models.spec import build_embedder
+from lookalike.pipeline.embedding import embed_images
 from lookalike.pipeline.evaluate_config import EvaluateConfig
 from lookalike.runs import RunRecord
 from lookalike.search.topk import self_exclusion
-from lookalike.utils.progress import ProgressFactory, tracker
+from lookalike.utils.progress import ProgressFactory
 
 logger = logging.getLogger(__name__)
 
@@ -92,21 +92,11 @@ def embed_source(
     split = make_split(load_source(config.source), config.protocol, **config.protocol_args)
     embedder = embedder or build_embedder(config.model)
     record = RunRecord(config.output)
-    spec = config.embed
 
     def embed(images: ImageSet, name: str) -> EmbeddingSet:
         logger.info("embedding %d %s images", len(images), name)
-        return embed_image_set(
-            embedder,
-            images,
-            output_dir=record.embeddings_dir(name),
-            batch_size=spec.batch_size,
-            num_workers=spec.num_workers,
-            device=spec.device,
-            tta=tuple(spec.tta),
-            shard_size=spec.shard_size,
-            progress=tracker(progress, f"embedding {name}", len(images)),
-        )
+        return embed_images(images, record.embeddings_dir(name), model=embedder,
+                            embed=config.embed, progress=progress)
 
     if split.exclude_self:
         gallery = embed(split.gallery, "all")

@@ -24,15 +24,15 @@ import numpy as np
 
 from lookalike.config import resolve_config
 from lookalike.data.records import ImageSet
-from lookalike.embed.extract import embed_image_set
 from lookalike.embed.spec import EmbedSpec
 from lookalike.models.spec import ModelSpec
+from lookalike.pipeline.embedding import embed_images
 from lookalike.pipeline.evaluate import EvaluateConfig, EvaluateOutcome, run_evaluation
 from lookalike.report.html import build_report
 from lookalike.runs import TEST_DIR, RunRecord
 from lookalike.train.config import TrainConfig
 from lookalike.train.run import TrainOutcome, run_training
-from lookalike.utils.progress import ProgressFactory, tracker
+from lookalike.utils.progress import ProgressFactory
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +117,7 @@ def evaluate_trained_model(
         rows = np.random.default_rng(seed).permutation(len(split_train))[:train_sample]
         sample = ImageSet([split_train.records[i] for i in np.sort(rows)], "train")
         folder = record.embeddings_dir(TRAIN_SAMPLE_DIR)
-        embed_image_set(
-            inputs.embedder,
-            sample,
-            output_dir=folder,
-            batch_size=embed.batch_size,
-            num_workers=embed.num_workers,
-            progress=tracker(progress, "embedding a training sample", len(sample)),
-        )
+        embed_images(sample, folder, model=inputs.embedder, embed=embed, progress=progress)
         fields["train_embeddings"] = record.relative(folder)
     record.update_settings(**fields)
     return evaluation
