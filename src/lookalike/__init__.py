@@ -46,7 +46,31 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "retrieval_metrics": ("lookalike.metrics", "retrieval_metrics"),
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "__version__",
+    "EmbedSpec",
+    "EmbeddingSet",
+    "EvaluateConfig",
+    "IndexSpec",
+    "ModelSpec",
+    "Ranking",
+    "RejectionSpec",
+    "TrainConfig",
+    "build_index",
+    "build_report",
+    "create_embedder",
+    "embed_images",
+    "evaluate",
+    "load_embedder",
+    "load_index",
+    "rank",
+    "retrieval_metrics",
+    "save_embedder",
+    "search_index",
+    "train_model",
+    "tune_threshold",
+    "write_submission",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -73,8 +97,7 @@ if TYPE_CHECKING:
     from lookalike.pipeline.embedding import embed_images
     from lookalike.pipeline.evaluate import evaluate
     from lookalike.pipeline.evaluate_config import EvaluateConfig
-    from lookalike.pipeline.indexing import build_index
-    from lookalike.pipeline.indexing import search_index
+    from lookalike.pipeline.indexing import build_index, search_index
     from lookalike.pipeline.open_set import RejectionSpec
     from lookalike.pipeline.open_set import tune_and_save_threshold as tune_threshold
     from lookalike.pipeline.submission import write_submission

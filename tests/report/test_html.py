@@ -91,8 +91,7 @@ def make_run(root: Path, *, train: bool = True, threshold: float | None = 0.5) -
     pd.DataFrame({"variant": ["baseline", "+qe"], "map@r": [0.61234, 0.65432],
                   "n_queries": [6, 6]}).to_csv(run / "variants.csv", index=False)
     (run / "config.yaml").write_text("model:\n  backbone: <timm:resnet18>\n")
-    (run / "skipped.json").write_text(json.dumps(
-        [{"id": "bad", "path": "bad.png", "reason": "cannot identify image"}]))
+    (run / "skipped.csv").write_text("id,path,reason\nbad,bad.png,cannot identify image\n")
     # The served ranking: the library's own search, with "no match" first for the distractor.
     result = search_embeddings(query, gallery, k=3)
     rows = ranked_rows(result, query.ids, gallery.ids, gallery.paths)
@@ -158,14 +157,14 @@ def test_worst_grid_lists_the_wrong_query_first(tmp_path: Path, no_umap: None) -
 
 def test_missing_optional_files_are_reported(tmp_path: Path, no_umap: None) -> None:
     run = make_run(tmp_path, train=False, threshold=None)
-    for name in ("variants.csv", "skipped.json", "config.yaml", "results.csv"):
+    for name in ("variants.csv", "skipped.csv", "config.yaml", "results.csv"):
         (run / name).unlink()
     for image in (tmp_path / "images").glob("g_red_*.png"):
         image.unlink()
     output = tmp_path / "elsewhere" / "page.html"
     page = build_report(run, output, k=2).read_text()
     assert "history.csv is absent" in page and "config.yaml is absent" in page
-    assert "absent files: variants.csv, results.csv, history.csv, config.yaml, skipped.json" in page
+    assert "absent files: variants.csv, results.csv, history.csv, config.yaml, skipped.csv" in page
     assert "Post-processing variants" not in page
     assert "image file(s) not found: shown as grey tiles" in page
     # Without results.csv the grids fall back to the exact ranking.

@@ -22,7 +22,7 @@ def test_reads_what_exists_and_lists_the_rest(tmp_path: Path) -> None:
     assert folder.settings.threshold is None and folder.settings.exclude_self is False
     assert folder.metrics is None and folder.history is None
     assert folder.missing == ["metrics.json", "variants.csv", "history.csv", "config.yaml",
-                              "skipped.json"]
+                              "skipped.csv"]
     results = folder.results
     assert results["query_id"].tolist() == ["001", "007", "007"]  # ids stay strings
     assert results["rank"].tolist() == [1, 1, 2]

@@ -61,4 +61,4 @@ def evaluate(
     if outcome.report_path is not None:
         console.print(f"report: [bold]{outcome.report_path}[/]")
     if outcome.skipped:
-        console.print(f"[yellow]{len(outcome.skipped)} unreadable images skipped[/] (skipped.json)")
+        console.print(f"[yellow]{len(outcome.skipped)} unreadable images skipped[/] (skipped.csv)")

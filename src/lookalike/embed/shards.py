@@ -150,6 +150,20 @@ def assemble_shards(
     )
 
 
+def read_skipped_csv(path: Path) -> list[dict[str, str]]:
+    """The ``id,path,reason`` rows of a ``skipped.csv``; a ValueError names a malformed file."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = [dict(row) for row in reader]
+            columns = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} is not a readable CSV file ({error}); rewrite or remove it") from error
+    if not {"id", "path", "reason"} <= set(columns):
+        raise ValueError(f"{path} must have the columns id, path, reason")
+    return rows
+
+
 def write_skipped_csv(path: Path, skipped: list[dict[str, str]]) -> None:
     """``id,path,reason`` of every skipped image, written atomically."""
     buffer = io.StringIO()

@@ -26,7 +26,6 @@ from lookalike.runs import (
     RunRecord,
     RunSettings,
 )
-from lookalike.runs.record import read_json
 
 RESULTS_COLUMNS = ("query_id", "rank", "gallery_id", "gallery_path", "score")
 
@@ -43,7 +42,7 @@ class RunFolder:
         results: ``results.csv`` with string ids and int ranks, sorted by query then rank.
         history: ``history.csv``.
         config_text: ``config.yaml`` as text.
-        skipped: ``skipped.json``.
+        skipped: ``skipped.csv``.
         missing: Names of the absent files.
     """
 
@@ -122,11 +121,7 @@ def load_run_folder(run_dir: str | Path) -> RunFolder:
         folder.history = _read_csv(present[HISTORY_FILE])
     if CONFIG_FILE in present:
         folder.config_text = present[CONFIG_FILE].read_text(encoding="utf-8")
-    if SKIPPED_FILE in present:
-        skipped = read_json(present[SKIPPED_FILE])
-        if not isinstance(skipped, list):
-            raise ValueError(f"{present[SKIPPED_FILE]} must hold a JSON list of skipped images")
-        folder.skipped = skipped
+    folder.skipped = record.read_skipped()
     return folder
 
 

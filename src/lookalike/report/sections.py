@@ -300,7 +300,7 @@ def skipped_section(folder: RunFolder) -> str:
     """The images a job could not read."""
     if not folder.skipped:
         absent = folder.skipped is None
-        return note("skipped.json is absent." if absent else "No image was skipped.")
+        return note("skipped.csv is absent." if absent else "No image was skipped.")
     rows = [
         (entry.get("id", ""), entry.get("path", ""), entry.get("reason", ""))
         for entry in folder.skipped
