@@ -25,12 +25,13 @@ data:
 		echo "note: could not install Debian's dataset-fashion-mnist; the demo will try torchvision's download"; \
 	fi
 
-# Headless Chromium renders the HTML report in one test (skipped where it is absent).
+# Headless Chromium renders the HTML report and, driven by Playwright (the dev extra), the
+# serve page in tests (skipped where it is absent).
 browser:
 	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -q chromium >/dev/null 2>&1 || \
 		 (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || \
-		echo "note: could not install chromium; the report rendering test will be skipped"; \
+		echo "note: could not install chromium; the browser tests will be skipped"; \
 	fi
 
 demo: setup data

@@ -34,6 +34,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "tune_threshold": ("lookalike.pipeline.open_set", "tune_and_save_threshold"),
     "write_submission": ("lookalike.pipeline.submission", "write_submission"),
     "build_report": ("lookalike.report.html", "build_report"),
+    "predict": ("lookalike.pipeline.predict", "predict"),
+    "tune_class_threshold": ("lookalike.pipeline.predict", "tune_class_threshold"),
+    "wise_ft": ("lookalike.pipeline.wise_ft", "wise_ft_curve"),
     # the objects that cross layers, and the settings
     "rank": ("lookalike.ranking", "rank"),
     "Ranking": ("lookalike.ranking", "Ranking"),
@@ -43,6 +46,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "EvaluateConfig": ("lookalike.pipeline.evaluate_config", "EvaluateConfig"),
     "TrainConfig": ("lookalike.train.config", "TrainConfig"),
     "RejectionSpec": ("lookalike.pipeline.open_set", "RejectionSpec"),
+    "PredictSpec": ("lookalike.pipeline.predict", "PredictSpec"),
+    "RetrievalSet": ("lookalike.pipeline.wise_ft", "RetrievalSet"),
     "retrieval_metrics": ("lookalike.metrics", "retrieval_metrics"),
 }
 
@@ -53,8 +58,10 @@ __all__ = [
     "EvaluateConfig",
     "IndexSpec",
     "ModelSpec",
+    "PredictSpec",
     "Ranking",
     "RejectionSpec",
+    "RetrievalSet",
     "TrainConfig",
     "build_index",
     "build_report",
@@ -63,12 +70,15 @@ __all__ = [
     "evaluate",
     "load_embedder",
     "load_index",
+    "predict",
     "rank",
     "retrieval_metrics",
     "save_embedder",
     "search_index",
     "train_model",
+    "tune_class_threshold",
     "tune_threshold",
+    "wise_ft",
     "write_submission",
 ]
 
@@ -100,8 +110,11 @@ if TYPE_CHECKING:
     from lookalike.pipeline.indexing import build_index, search_index
     from lookalike.pipeline.open_set import RejectionSpec
     from lookalike.pipeline.open_set import tune_and_save_threshold as tune_threshold
+    from lookalike.pipeline.predict import PredictSpec, predict, tune_class_threshold
     from lookalike.pipeline.submission import write_submission
     from lookalike.pipeline.training import train as train_model
+    from lookalike.pipeline.wise_ft import RetrievalSet
+    from lookalike.pipeline.wise_ft import wise_ft_curve as wise_ft
     from lookalike.ranking import Ranking, rank
     from lookalike.report.html import build_report
     from lookalike.train.config import TrainConfig

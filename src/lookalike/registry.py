@@ -14,6 +14,7 @@ entries arrive by decoration, not by editing a dispatch ``if`` (the pattern of t
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -52,8 +53,23 @@ class Registry(Generic[T]):
         return self._entries[key]
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> T:
-        """Build the entry registered as ``name`` with the given arguments."""
-        return self.get(name)(*args, **kwargs)
+        """Build the entry registered as ``name`` with the given arguments.
+
+        Raises:
+            ValueError: ``name`` is unknown (the valid names are listed), or the entry does not
+                take the arguments given (the ones it takes are listed).
+        """
+        factory = self.get(name)
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):  # a builtin without an introspectable signature
+            return factory(*args, **kwargs)
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            takes = ", ".join(signature.parameters) or "nothing"
+            raise ValueError(f"{self.kind} {name!r}: {error}; it takes {takes}") from None
+        return factory(*args, **kwargs)
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

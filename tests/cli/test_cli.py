@@ -87,7 +87,10 @@ def test_evaluate_writes_metrics_json(image_folder: Path, tmp_path: Path) -> Non
         (["embed", "/no/such/images", "-o", "/tmp/x"], "/no/such/images"),
     ],
 )
-def test_user_errors_are_one_line(args: list[str], needle: str) -> None:
+def test_user_errors_are_one_line(
+    args: list[str], needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # default outputs (runs/evaluate) land here, if anywhere
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]

@@ -44,17 +44,22 @@ def _is_subsequence(part: list[str], whole: list[str]) -> bool:
 
 
 def test_registry_contract() -> None:
-    assert PROTOCOLS.names() == ["all_vs_all", "class_disjoint", "given", "per_class"]
+    assert PROTOCOLS.names() == [
+        "all_vs_all", "class_disjoint", "given", "per_class", "train_only"
+    ]
     images = ImageSet(
         _images({"a": 4, "b": 4, "c": 4, "d": 4}).records
         + [ImageRecord("q", Path("/q"), "a", "query"), ImageRecord("g", Path("/g"), "a", "gallery")]
     )
     for name in PROTOCOLS:
         split = make_split(images, name)
+        if name == "train_only":  # self-supervised training: nothing is evaluated
+            assert split.train is not None and len(split.train) == len(images)
+            continue
         assert isinstance(split, RetrievalSplit) and len(split.query) and len(split.gallery)
         assert split.query.name == "query" and split.gallery.name == "gallery"
         assert split.query.is_labelled or name == "given"
-    with pytest.raises(ValueError, match="names: all_vs_all, class_disjoint, given, per_class"):
+    with pytest.raises(ValueError, match="names: all_vs_all, class_disjoint, given, per_class, train_only"):
         make_split(images, "random")
 
 
@@ -223,3 +228,28 @@ def test_retrieval_split_checks_exclude_self() -> None:
     images = _images({"a": 2})
     with pytest.raises(ValueError, match="query ids are not in the gallery"):
         RetrievalSplit(images, images.select([0]), exclude_self=True)
+
+
+def test_per_class_train_fraction_trains_on_every_class() -> None:
+    records = [ImageRecord(f"{c}/{i}", Path(f"/{c}/{i}.jpg"), c) for c in "abc" for i in range(10)]
+    records.append(ImageRecord("x/0", Path("/x/0.jpg"), None))  # a distractor stays in the gallery
+    images = ImageSet(records)
+    split = per_class_split(images, query_fraction=0.25, seed=1, train_fraction=0.5)
+    assert split.train is not None and len(split.train) == 15
+    assert {r.label for r in split.train.records} == {"a", "b", "c"}
+    trained = set(split.train.ids)
+    assert not trained & set(split.query.ids) and not trained & set(split.gallery.ids)
+    assert len(split.query) + len(split.gallery) + len(split.train) == len(records)
+    # of the 5 images left per class, round(0.25 * 5) = 1 query
+    assert len(split.query) == 3 and "x/0" in split.gallery.ids
+    assert per_class_split(images, 0.25, 1, 0.5).train.ids == split.train.ids
+    # without a train fraction the query draw is the one it always was
+    assert per_class_split(images, 0.25, 1).query.ids == per_class_split(images, 0.25, 1, 0.0).query.ids
+
+
+def test_train_only_trains_on_everything() -> None:
+    images = ImageSet([ImageRecord(f"{i}", Path(f"/{i}.jpg")) for i in range(4)])
+    split = make_split(images, "train_only")
+    assert split.train.ids == images.ids and not len(split.query) and not len(split.gallery)
+    with pytest.raises(ValueError, match="at least one image"):
+        make_split(ImageSet([]), "train_only")

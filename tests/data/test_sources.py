@@ -59,13 +59,16 @@ def test_folder_source_recursive_hidden_and_case(tmp_path: Path) -> None:
     assert folder_source(root, extensions=["jpg"]).ids == ["b/deep/er/x.JPG"]
 
 
-def test_folder_source_follows_links_once(tmp_path: Path) -> None:
+def test_folder_source_neither_leaves_the_root_nor_loops(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _touch(tmp_path / "elsewhere" / "p.png")
-    (root / "cls").mkdir(parents=True)
+    _touch(root / "cls" / "a.png")
     os.symlink(tmp_path / "elsewhere", root / "cls" / "linked")
     os.symlink(root / "cls", root / "cls" / "loop")
-    assert folder_source(root).ids == ["cls/linked/p.png"]
+    images = folder_source(root)
+    assert images.ids == ["cls/a.png", "cls/linked"]  # the link is reported, not followed
+    assert images[0].unreadable is None
+    assert "outside" in images[1].unreadable and "not followed" in images[1].unreadable
 
 
 def test_folder_source_is_deterministic(image_folder: Path) -> None:

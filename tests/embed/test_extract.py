@@ -20,6 +20,7 @@ from lookalike.data.records import ImageRecord, ImageSet
 from lookalike.embed.extract import embed_image_set
 from lookalike.embed.store import EmbeddingSet
 from lookalike.models.preprocessing import Preprocessing, eval_transform
+from lookalike.utils.folders import ArtefactError, partial_path, verify_folder
 
 DIM = 8
 
@@ -142,11 +143,11 @@ def test_progress_callback_counts_every_image_once_resumed_shards_first(
     settings = {"batch_size": 2, "shard_size": 3, "output_dir": tmp_path / "run"}
     advances: list[int] = []
     embed_image_set(_embedder(), image_set, device="cpu", progress=advances.append, **settings)  # type: ignore[arg-type]
-    assert advances == [2, 1, 2, 1, 2]  # batches never cross the shards [0,3) [3,6) [6,8)
-    (tmp_path / "run" / "shards" / "shard_00002.npz").unlink()
+    assert advances == [2, 2, 2, 2]  # shards of whole batches: [0,4) [4,8)
+    (tmp_path / "run" / "shards" / "shard_00001.npz").unlink()
     advances.clear()
     embed_image_set(_embedder(), image_set, device="cpu", progress=advances.append, **settings)  # type: ignore[arg-type]
-    assert advances == [6, 2]
+    assert advances == [4, 2, 2]
 
 
 def test_broken_images_are_skipped_and_reported(
@@ -181,24 +182,30 @@ def test_broken_images_are_skipped_and_reported(
 def test_resume_after_interruption_recomputes_only_unfinished_shards(
     image_set: ImageSet, tmp_path: Path
 ) -> None:
-    # 8 images, shards of 3, batches of 2: shards [0,3) [3,6) [6,8) take 2 + 2 + 1 forwards.
+    # 8 images, shards of 3 rounded up to batches of 2: shards [0,4) [4,8), 2 + 2 forwards.
     reference_model = _embedder()
     settings = {"batch_size": 2, "shard_size": 3}
     reference = _embed(reference_model, image_set, output_dir=tmp_path / "whole", **settings)
-    assert reference_model.calls == 5
+    assert reference_model.calls == 4
 
-    interrupted = _copy(reference_model, fail_on_call=4)  # dies inside the second shard
+    interrupted = _copy(reference_model, fail_on_call=3)  # dies inside the second shard
     with pytest.raises(RuntimeError, match="simulated interruption"):
         _embed(interrupted, image_set, output_dir=tmp_path / "run", **settings)
-    shard_dir = tmp_path / "run" / "shards"
+    assert not (tmp_path / "run").exists()  # the folder appears whole or not at all
+    shard_dir = partial_path(tmp_path / "run") / "shards"
     assert sorted(p.name for p in shard_dir.iterdir()) == ["shard_00000.npz"]
-    assert not (tmp_path / "run" / "info.json").exists()
-    first_shard = (shard_dir / "shard_00000.npz").stat().st_mtime_ns
+    first_shard = (shard_dir / "shard_00000.npz").stat().st_ino
 
     resumed_model = _copy(reference_model)
     resumed = _embed(resumed_model, image_set, output_dir=tmp_path / "run", **settings)
-    assert resumed_model.calls == 3
-    assert (shard_dir / "shard_00000.npz").stat().st_mtime_ns == first_shard
+    assert resumed_model.calls == 2
+    shard_dir = tmp_path / "run" / "shards"
+    assert (shard_dir / "shard_00000.npz").stat().st_ino == first_shard  # reused, not rewritten
+    assert not partial_path(tmp_path / "run").exists()
+    assert sorted(verify_folder(tmp_path / "run", "embeddings").files) == [
+        "embeddings.npy", "info.json", "records.parquet", "shards/shard_00000.npz",
+        "shards/shard_00001.npz", "skipped.csv",
+    ]
     np.testing.assert_array_equal(resumed.embeddings, reference.embeddings)
     assert resumed.ids == reference.ids
     loaded = EmbeddingSet.load(tmp_path / "run")
@@ -214,13 +221,29 @@ def test_corrupt_shard_is_recomputed(
 ) -> None:
     model = _embedder()
     first = _embed(model, image_set, output_dir=tmp_path / "out", batch_size=2, shard_size=3)
-    (tmp_path / "out" / "shards" / "shard_00002.npz").write_bytes(b"PK\x03\x04 half a zip")
+    (tmp_path / "out" / "shards" / "shard_00001.npz").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(ArtefactError, match="shard_00001.npz has 15 bytes"):
+        EmbeddingSet.load(tmp_path / "out")
     rerun = _copy(model)
     with caplog.at_level(logging.WARNING):
         second = _embed(rerun, image_set, output_dir=tmp_path / "out", batch_size=2, shard_size=3)
-    assert rerun.calls == 1
-    assert any("shard_00002.npz is unreadable" in r.getMessage() for r in caplog.records)
+    assert rerun.calls == 2  # only the damaged shard's two batches
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("shard_00001.npz differs from its manifest" in m for m in messages)
     np.testing.assert_array_equal(second.embeddings, first.embeddings)
+    np.testing.assert_array_equal(EmbeddingSet.load(tmp_path / "out").embeddings, first.embeddings)
+
+    # A shard damaged in an unfinished (partial) folder is caught by its own checks.
+    interrupted = _copy(model, fail_on_call=3)
+    with pytest.raises(RuntimeError):
+        _embed(interrupted, image_set, output_dir=tmp_path / "new", batch_size=2, shard_size=3)
+    (partial_path(tmp_path / "new") / "shards" / "shard_00000.npz").write_bytes(b"PK\x03\x04")
+    again = _copy(model)
+    with caplog.at_level(logging.WARNING):
+        third = _embed(again, image_set, output_dir=tmp_path / "new", batch_size=2, shard_size=3)
+    assert again.calls == 4
+    assert any("shard_00000.npz is unreadable" in r.getMessage() for r in caplog.records)
+    np.testing.assert_array_equal(third.embeddings, first.embeddings)
 
 
 def test_shards_of_another_embedder_or_image_set_are_not_reused(
@@ -230,15 +253,36 @@ def test_shards_of_another_embedder_or_image_set_are_not_reused(
     other = _embedder(seed=1)
     with caplog.at_level(logging.WARNING):
         result = _embed(other, image_set, output_dir=tmp_path / "out", batch_size=2, shard_size=3)
-    assert other.calls == 5
-    assert sum("does not match this run" in r.getMessage() for r in caplog.records) == 3
+    assert other.calls == 4
+    assert sum("does not match this run" in r.getMessage() for r in caplog.records) == 1
     np.testing.assert_allclose(result.embeddings, _naive(other, image_set.paths), atol=1e-5)
 
     reordered = ImageSet(list(reversed(image_set.records)), "gallery")
     third = _copy(other)
     result = _embed(third, reordered, output_dir=tmp_path / "out", batch_size=2, shard_size=3)
-    assert third.calls == 5
+    assert third.calls == 4
     assert result.ids == reordered.ids
+
+
+def test_shards_close_on_time_too_and_change_nothing(image_set: ImageSet, tmp_path: Path) -> None:
+    whole = _embed(_embedder(), image_set, output_dir=tmp_path / "whole", batch_size=2)
+    timed = _embed(_embedder(), image_set, output_dir=tmp_path / "timed", batch_size=2,
+                   shard_seconds=1e-9)  # every batch overruns its shard's time
+    assert sorted(p.name for p in (tmp_path / "whole" / "shards").iterdir()) == ["shard_00000.npz"]
+    assert len(list((tmp_path / "timed" / "shards").iterdir())) == 4
+    np.testing.assert_array_equal(timed.embeddings, whole.embeddings)
+    np.testing.assert_array_equal(
+        EmbeddingSet.load(tmp_path / "timed").embeddings, whole.embeddings
+    )
+
+
+def test_output_folder_of_something_else_is_refused(image_set: ImageSet, tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ArtefactError, match="not a lookalike embeddings folder"):
+        _embed(_embedder(), image_set, output_dir=tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert not partial_path(tmp_path / "mine").exists()
 
 
 @pytest.mark.parametrize("normalize", [True, False, None], ids=["normalised", "raw", "inferred"])
@@ -285,6 +329,7 @@ def test_empty_image_set(tmp_path: Path) -> None:
         ({"tta": ["scale:-1"]}, "positive factor"),
         ({"batch_size": 0}, "batch_size >= 1"),
         ({"shard_size": 0}, "shard_size >= 1"),
+        ({"shard_seconds": 0}, "shard_seconds > 0"),
     ],
 )
 def test_bad_arguments(image_set: ImageSet, kwargs: dict, message: str) -> None:

@@ -7,11 +7,14 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from lookalike.losses import LOSSES, MINERS, RetrievalLoss, create_loss
+from lookalike.losses import LOSSES, MINERS, RetrievalLoss, ViewPairs, create_loss
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
 SPECS = {name: name for name in LOSSES.names()} | {
-    "hybrid": {"name": "hybrid", "parts": ["cross_entropy", {"name": "ntxent", "weight": 0.5}]}
+    "hybrid": {"name": "hybrid", "parts": ["cross_entropy", {"name": "ntxent", "weight": 0.5}]},
+    # class-probability consistency reads a classifier part of its hybrid
+    "consistency_mse": {"name": "hybrid", "parts": ["bce", "consistency_mse"]},
+    "consistency_kl": {"name": "hybrid", "parts": ["cross_entropy", "consistency_kl"]},
 }
 
 
@@ -21,8 +24,11 @@ def test_every_loss_returns_named_parts_with_gradients(name: str) -> None:
     views = F.normalize(torch.randn(8, 6), dim=1).requires_grad_()
     texts = F.normalize(torch.randn(8, 6), dim=1).requires_grad_()
     loss = create_loss(SPECS[name], embedding_dim=6, num_classes=4)
-    assert isinstance(loss, RetrievalLoss) and loss.name == name
-    parts = loss(embeddings, LABELS, text_embeddings=texts, positive_embeddings=views)
+    assert isinstance(loss, RetrievalLoss) and loss.name in (name, "hybrid")
+    # the strong side of the view pairs is the embeddings, so consistency reaches them
+    pairs = ViewPairs(weak=views, strong=embeddings)
+    parts = loss(embeddings, LABELS, text_embeddings=texts, positive_embeddings=views,
+                 view_pairs=pairs, step=3)
     assert "loss" in parts and (name in parts or name == "hybrid")
     assert all(value.ndim == 0 and torch.isfinite(value) for value in parts.values())
     parts["loss"].backward()
@@ -38,7 +44,7 @@ def test_half_precision_embeddings_leave_weights_in_float32() -> None:
 
 
 def test_unknown_loss_lists_valid_names() -> None:
-    message = "unknown loss 'arcfase'; valid names: arcface, bce, clip, contrastive"
+    message = "unknown loss 'arcfase'; valid names: arcface, bce, clip, consistency_cosine"
     with pytest.raises(ValueError, match=message):
         create_loss("arcfase", embedding_dim=4, num_classes=2)
 

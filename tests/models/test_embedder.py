@@ -13,6 +13,7 @@ from transformers import Dinov2Config
 
 from lookalike.models import create_embedder, load_embedder, read_embedder_info, save_embedder
 from lookalike.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from lookalike.utils.folders import ArtefactError, read_manifest, verify_folder, write_manifest
 
 
 def tiny_vit(**kwargs: object):
@@ -99,7 +100,7 @@ def test_save_load_round_trip(tmp_path: Path, name: str, kwargs: dict) -> None:
     images = torch.randn(2, 3, 32, 32)
     expected = embedder(images)
     folder = save_embedder(embedder, tmp_path / "model")
-    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, "manifest.json", WEIGHTS_FILE]
     info = read_embedder_info(folder)
     assert info["fingerprint"] == embedder.fingerprint()
     assert info["embedding_dim"] == embedder.embedding_dim
@@ -121,45 +122,57 @@ def test_saved_preprocessing_wins_over_the_adapters(tmp_path: Path) -> None:
     assert loaded.fingerprint() == embedder.fingerprint()
 
 
+def _rewrite(folder: Path, name: str, data: bytes | str) -> None:
+    """Edit one file and its manifest together, as a determined hand would."""
+    raw = data.encode() if isinstance(data, str) else data
+    (folder / name).write_bytes(raw)
+    manifest = read_manifest(folder)
+    write_manifest(folder, manifest.kind, manifest.fingerprint, manifest.extra)
+
+
 def test_load_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_embedder(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"empty/embedder\.json"):
+    with pytest.raises(ArtefactError, match=r"empty/manifest\.json is missing"):
         load_embedder(tmp_path / "empty")
 
     folder = save_embedder(tiny_vit(), tmp_path / "model")
+    assert verify_folder(folder, "model").fingerprint == load_embedder(folder).fingerprint()
     original_json = (folder / CONFIG_FILE).read_text()
     original_weights = (folder / WEIGHTS_FILE).read_bytes()
 
     (folder / WEIGHTS_FILE).unlink()
-    with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
+    with pytest.raises(ArtefactError, match=r"model\.safetensors is missing"):
         load_embedder(folder)
     (folder / WEIGHTS_FILE).write_bytes(original_weights[:100])
+    with pytest.raises(ArtefactError, match=r"model\.safetensors has 100 bytes"):
+        load_embedder(folder)
+    _rewrite(folder, WEIGHTS_FILE, original_weights[:100])
     with pytest.raises(ValueError, match=r"cannot load .*model\.safetensors"):
         load_embedder(folder)
 
-    (folder / WEIGHTS_FILE).write_bytes(original_weights)
-    (folder / CONFIG_FILE).write_text("{not json")
-    with pytest.raises(ValueError, match=r"embedder\.json is not valid JSON"):
+    _rewrite(folder, WEIGHTS_FILE, original_weights)
+    _rewrite(folder, CONFIG_FILE, "{not json")
+    with pytest.raises(ValueError, match=r"embedder\.json cannot be read"):
         load_embedder(folder)
-    (folder / CONFIG_FILE).write_text(json.dumps({"hello": 1}))
+    _rewrite(folder, CONFIG_FILE, json.dumps({"hello": 1}))
     with pytest.raises(ValueError, match="not a lookalike embedder"):
         load_embedder(folder)
 
     info = json.loads(original_json)
     info["config"]["head"] = "linear:4"  # the weights hold no projection
-    (folder / CONFIG_FILE).write_text(json.dumps(info))
+    _rewrite(folder, CONFIG_FILE, json.dumps(info))
     with pytest.raises(ValueError, match=r"cannot load .*model\.safetensors.*head"):
         load_embedder(folder)
     info = json.loads(original_json)
     info["fingerprint"] = "0" * 16
-    (folder / CONFIG_FILE).write_text(json.dumps(info))
+    _rewrite(folder, CONFIG_FILE, json.dumps(info))
     with pytest.raises(ValueError, match="fingerprint"):
         load_embedder(folder)
     info = json.loads(original_json)
     info["config"]["no_such_option"] = 1
-    (folder / CONFIG_FILE).write_text(json.dumps(info))
+    _rewrite(folder, CONFIG_FILE, json.dumps(info))
     with pytest.raises(ValueError, match="describes no buildable embedder"):
         load_embedder(folder)
 

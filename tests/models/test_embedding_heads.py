@@ -53,6 +53,35 @@ def test_mlp_head_widths_and_layers() -> None:
 def test_bad_arguments_are_value_errors() -> None:
     with pytest.raises(ValueError, match="'linear'"):
         create_head("linear", 6)
-    with pytest.raises(ValueError, match="'mlp:1:2:3'"):
-        create_head("mlp:1:2:3", 6)
+    with pytest.raises(ValueError, match="'mlp'"):
+        create_head("mlp", 6)
+    with pytest.raises(ValueError, match="valid names: gelu, relu, silu, tanh"):
+        create_head("mlp:8", 6, activation="swish")
     assert set(HEADS.names()) == {"identity", "linear", "mlp", "none"}
+
+
+def test_deep_mlp_head_against_a_naive_forward() -> None:
+    """``mlp:H1:H2:D`` with ReLU, BatchNorm and Dropout: two hidden layers, then the output."""
+    head = create_head("mlp:12:10:4", 6, activation="relu", dropout=0.3).eval()
+    assert head.out_dim == 4
+    linears = [layer for layer in head.layers if isinstance(layer, torch.nn.Linear)]
+    norms = [layer for layer in head.layers if isinstance(layer, torch.nn.BatchNorm1d)]
+    assert [layer.out_features for layer in linears] == [12, 10, 4] and len(norms) == 2
+    for norm in norms:  # non-trivial running statistics
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(5, 6)
+    hidden = x
+    for linear, norm in zip(linears[:-1], norms, strict=True):
+        hidden = linear(hidden)
+        hidden = (hidden - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+        hidden = torch.relu(hidden * norm.weight + norm.bias)
+    torch.testing.assert_close(head(x), linears[-1](hidden))
+    assert sum(isinstance(layer, torch.nn.Dropout) and layer.p == 0.3 for layer in head.layers) == 2
+
+
+def test_mlp_head_without_batchnorm() -> None:
+    head = create_head("mlp:8:3", 5, batchnorm=False, activation="tanh").eval()
+    first, _, _, last = head.layers
+    x = torch.randn(4, 5)
+    torch.testing.assert_close(head(x), last(torch.tanh(first(x))))

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EmbeddingSet
 from lookalike.models.spec import ModelSpec
 from lookalike.pipeline.evaluate import EvaluateConfig, run_evaluation
+from lookalike.runs import RunRecord
 
 TINY_MODEL = ModelSpec(backbone="timm:resnet18", pool="gap", weights="none")
 
@@ -129,3 +131,64 @@ def test_one_embedding_folder_is_split_by_the_protocol(tmp_path: Path) -> None:
     test = EmbeddingSet.load(outcome.output / "embeddings" / "all")
     assert sorted(set(test.labels)) == ["d", "e", "f"] and len(test) == 12
     assert outcome.metrics["recall@1"] == pytest.approx(_naive_recall_at_1(test, test, True))
+
+
+def test_a_killed_run_resumes_its_embeddings_and_the_folder_appears_whole(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    from lookalike.models import create_embedder
+    from lookalike.utils.folders import partial_path
+
+    torch.manual_seed(0)
+    embedder = create_embedder("timm:resnet18", pool="gap", weights=None).eval()
+    forward, calls = embedder.forward, []
+
+    def counting(images: torch.Tensor) -> torch.Tensor:
+        calls.append(len(images))
+        if len(calls) == fail_on:
+            raise RuntimeError("killed")
+        return forward(images)
+
+    embedder.forward = counting  # type: ignore[method-assign]
+    settings = {"source": str(image_folder), "protocol": "all_vs_all",
+                "embed": EmbedSpec(batch_size=2, shard_size=2, num_workers=0, device="cpu")}
+    fail_on = 0
+    reference = run_evaluation(_config(tmp_path / "ref", **settings), embedder)
+    assert len(calls) == 6  # 12 images, batches (and shards) of 2
+
+    calls.clear()
+    fail_on = 4
+    with pytest.raises(RuntimeError, match="killed"):
+        run_evaluation(_config(tmp_path, **settings), embedder)
+    run = tmp_path / "run"
+    assert not run.exists()
+    assert [p.name for p in partial_path(run).iterdir()] == ["embeddings"]  # only the work kept
+
+    calls.clear()
+    fail_on = 0
+    resumed = run_evaluation(_config(tmp_path, **settings), embedder)
+    assert len(calls) == 3  # the three unfinished shards
+    assert resumed.metrics == reference.metrics
+    assert not partial_path(run).exists()
+    files = RunRecord(run).verify().files
+    assert {"run.json", "metrics.json", "results.csv", "ranking.npz", "config.yaml",
+            "embeddings/all/embeddings.npy", "embeddings/all/manifest.json"} <= set(files)
+
+    calls.clear()
+    again = run_evaluation(_config(tmp_path, **settings), embedder)  # over the finished run
+    assert calls == [] and again.metrics == reference.metrics
+
+
+def test_damaged_or_bad_precomputed_embeddings_leave_no_run(tmp_path: Path) -> None:
+    rows = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2, 2]]
+    rows[3] = 0.0
+    ids = [f"i{n}" for n in range(6)]
+    EmbeddingSet(rows, ids, ids, ["a", "a", "b", "b", "c", "c"]).save(tmp_path / "emb")
+    config = _config(tmp_path, embeddings=str(tmp_path / "emb"), protocol="all_vs_all")
+    with pytest.raises(ValueError, match=r"emb embeddings: row 3 is all zeros"):
+        run_evaluation(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
+    (tmp_path / "emb" / "records.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ValueError, match="records.parquet has 4 bytes"):
+        run_evaluation(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]

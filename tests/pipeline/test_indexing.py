@@ -129,3 +129,23 @@ def test_query_images_of_another_model_are_refused_before_embedding(
         search_index(tmp_path / "index", image_folder, tmp_path / "r.csv", model=other, embed=embed,
                      query_embeddings_dir=tmp_path / "kept")
     assert not (tmp_path / "kept").exists() and not (tmp_path / "r.csv").exists()
+
+
+def test_rows_that_would_rank_wrongly_are_refused_before_writing(tmp_path: Path) -> None:
+    gallery = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    gallery[7] = 0.0
+    with pytest.raises(ValueError, match="the gallery embeddings: row 7 is all zeros"):
+        build_index(_set(gallery, "g"), tmp_path / "cosine")
+    assert not (tmp_path / "cosine").exists()
+    build_index(_set(gallery, "g"), tmp_path / "l2", metric="l2")  # a zero row is fine for l2
+    _set(gallery, "g").save(tmp_path / "emb")
+    with pytest.raises(ValueError, match=r"emb/embeddings.npy: row 7 is all zeros"):
+        build_index(tmp_path / "emb", tmp_path / "cosine")
+    queries = np.ones((3, 4), np.float32)
+    queries[1] = np.nan
+    with pytest.raises(ValueError, match="the query embeddings: row 1 holds NaN"):
+        search_index(tmp_path / "l2", _set(queries, "q"), tmp_path / "r.csv")
+    assert not (tmp_path / "r.csv").exists()
+    build_index(_set(np.eye(4, dtype=np.float32), "g"), tmp_path / "unit")
+    with pytest.raises(ValueError, match="the query embeddings: row 0 is all zeros"):
+        search_index(tmp_path / "unit", _set(np.zeros((2, 4), np.float32), "q"), tmp_path / "r.csv")

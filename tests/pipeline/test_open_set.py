@@ -139,7 +139,7 @@ def test_a_bad_index_fails_before_anything_is_written(tmp_path: Path, damage: st
         (folder / "index.json").write_text("{not json")
     elif damage == "other_model":
         gallery.info["fingerprint"] = "ef01"
-    error = FileNotFoundError if damage in ("missing", "no_state") else ValueError
+    error = FileNotFoundError if damage == "missing" else ValueError
     with pytest.raises(error, match=str(folder)):
         tune_and_save_threshold(query, gallery, output=tmp_path / "tuned", index=folder)
     assert not (tmp_path / "tuned").exists()

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from lookalike.embed.store import EmbeddingSet
-from lookalike.pipeline.training import evaluate_trained_model
+from lookalike.pipeline.training import train
 from lookalike.report import build_report
-from lookalike.train.run import run_training
+from lookalike.runs import RunRecord
+from lookalike.utils.folders import ArtefactError
 from naive_metrics import naive_retrieval_metrics
 from tiny_training import tiny_config, write_images
 
@@ -23,8 +24,9 @@ def test_test_split_metrics_and_report_after_training(
     monkeypatch.setitem(sys.modules, "umap", None)  # PCA map: no numba compile
     images = write_images(tmp_path / "images")
     config = tiny_config(images, tmp_path / "run", "trainer.max_epochs=1")
-    outcome = run_training(config)
-    evaluation = evaluate_trained_model(config, outcome, train_sample=10)
+    result = train(config, train_sample=10)
+    outcome, evaluation = result.training, result.test
+    assert evaluation is not None and result.report_path == outcome.output / "report.html"
 
     # The test split (class_disjoint: the last 2 of 8 classes, all against all), scored afresh
     # from the embeddings the test run wrote, by the naive reference.
@@ -49,7 +51,18 @@ def test_test_split_metrics_and_report_after_training(
     assert {key: record["test_metrics"][key] for key in expected} == pytest.approx(
         expected, abs=1e-6
     )
-    train = EmbeddingSet.load(outcome.output / record["train_embeddings"])
-    assert len(train) == 10 and set(train.labels) <= {f"c{i}" for i in range(6)}
+    sample = EmbeddingSet.load(outcome.output / record["train_embeddings"])
+    assert len(sample) == 10 and set(sample.labels) <= {f"c{i}" for i in range(6)}
     page = build_report(outcome.output).read_text()
     assert "train" in page and "Recall@1 per class" in page and "needs labelled query" not in page
+
+    # The finished folder's manifest, written last, covers everything, nested folders included.
+    files = RunRecord(outcome.output).verify().files
+    for name in ("run.json", "report.html", "checkpoints/last.ckpt", "model/model.safetensors",
+                 "test/manifest.json", "test/ranking.npz", "embeddings/train/embeddings.npy"):
+        assert name in files
+    assert not [name for name in files if "partial" in name]
+    # A rerun removes it first: an interrupted rerun is never taken for a finished run.
+    RunRecord(outcome.output).unfinish()
+    with pytest.raises(ArtefactError, match="manifest.json is missing"):
+        build_report(outcome.output)

@@ -20,8 +20,10 @@ from lookalike.embed.store import EmbeddingSet
 from lookalike.ranking import rank
 from lookalike.report.html import build_report
 from lookalike.report.markup import format_value
+from lookalike.runs import RunRecord
 from lookalike.search.topk import search_embeddings
 from lookalike.search.writers import ranked_rows
+from lookalike.utils.folders import ArtefactError
 
 CLASSES = {"red": (220, 40, 40), "green": (40, 180, 40), "blue": (40, 60, 220)}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -102,6 +104,7 @@ def make_run(root: Path, *, train: bool = True, threshold: float | None = 0.5) -
     served = pd.concat([served, pd.DataFrame([no_match])])
     served = served[served["rank"] <= 3]
     served.to_csv(run / "results.csv", index=False)
+    RunRecord(run).finish()  # as the job does, last
     return run
 
 
@@ -161,6 +164,7 @@ def test_missing_optional_files_are_reported(tmp_path: Path, no_umap: None) -> N
         (run / name).unlink()
     for image in (tmp_path / "images").glob("g_red_*.png"):
         image.unlink()
+    RunRecord(run).finish()  # a run that wrote none of them
     output = tmp_path / "elsewhere" / "page.html"
     page = build_report(run, output, k=2).read_text()
     assert "history.csv is absent" in page and "config.yaml is absent" in page
@@ -175,17 +179,37 @@ def test_missing_optional_files_are_reported(tmp_path: Path, no_umap: None) -> N
 def test_run_without_embeddings_still_reports_metrics(tmp_path: Path, no_umap: None) -> None:
     run = make_run(tmp_path, train=False)
     shutil.rmtree(run / "emb" / "query")
+    RunRecord(run).finish()  # embeddings kept outside the run, since removed
     page = build_report(run).read_text()
     assert ">0.8333<" in page
-    assert "query_embeddings" in page and "not a complete embedding folder" in page
+    assert "query_embeddings" in page and "emb/query does not exist" in page
     assert "needs labelled query and gallery embeddings" in page
 
 
 def test_not_a_run_folder(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="not a run folder"):
+    with pytest.raises(ArtefactError, match="manifest.json is missing"):
         build_report(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_report(tmp_path / "nope")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_report_verifies_the_run_and_keeps_its_manifest_current(
+    tmp_path: Path, no_umap: None
+) -> None:
+    run = make_run(tmp_path, train=False)
+    build_report(run)
+    assert "report.html" in RunRecord(run).verify().files
+    (run / "report.html").write_text("cut short")  # a report killed before its manifest
+    build_report(run)
+    RunRecord(run).verify()
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(ArtefactError, match="metrics.json has 2 bytes"):
+        build_report(run)
+    (run / "metrics.json").unlink()
+    with pytest.raises(ArtefactError, match="metrics.json is missing"):
+        build_report(run, tmp_path / "elsewhere.html")
+    assert not (tmp_path / "elsewhere.html").exists()
 
 
 def _chromium(*arguments: str) -> subprocess.CompletedProcess[str]:

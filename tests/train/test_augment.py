@@ -42,5 +42,27 @@ def test_train_transform_gives_normalised_tensor_of_model_size(augment: str) -> 
 def test_train_transform_none_is_the_eval_transform(image_folder: Path) -> None:
     image = Image.open(next(image_folder.rglob("*.png"))).convert("RGB")
     torch.testing.assert_close(train_transform(PRE, "none")(image), eval_transform(PRE)(image))
-    with pytest.raises(ValueError, match="valid names: none, strong, weak"):
+    with pytest.raises(ValueError, match="valid names: none, rand_augment, strong, trivial_augment, weak"):
         train_transform(PRE, "medium")
+
+
+@pytest.mark.parametrize("name", ["rand_augment", "trivial_augment"])
+def test_strong_views_erase_and_take_options(name: str) -> None:
+    image = Image.fromarray(np.full((40, 30, 3), 255, dtype=np.uint8))
+    erased = train_transform(PRE, name, {"erasing": 1.0, "jitter": 0.0})
+    torch.manual_seed(0)
+    out = erased(image)
+    assert out.shape == (3, 24, 24) and (out == 0).any()  # the erased rectangle is 0
+    none = train_transform(PRE, name, {"erasing": 0.0, "jitter": 0.0, "crop_scale": 1.0})
+    kinds = [type(step).__name__ for step in none.transforms]
+    assert "RandomErasing" not in kinds and "RandomApply" not in kinds
+    with pytest.raises(ValueError, match="does not take|unexpected keyword"):
+        train_transform(PRE, name, {"strength": 3})
+    with pytest.raises(ValueError, match="crop_scale must lie in"):
+        train_transform(PRE, name, {"crop_scale": 0.0})
+
+
+def test_rand_augment_options_reach_the_policy() -> None:
+    transform = train_transform(PRE, "rand_augment", {"num_ops": 3, "magnitude": 12})
+    policy = next(step for step in transform.transforms if type(step).__name__ == "RandAugment")
+    assert policy.num_ops == 3 and policy.magnitude == 12

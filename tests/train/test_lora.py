@@ -214,3 +214,20 @@ def test_split_attention_rejects_what_it_cannot_reproduce() -> None:
     x = torch.randn(2, 3, 16)
     with pytest.raises(ValueError, match="is_causal needs"):
         split(x, x, x, is_causal=True)
+
+
+def test_lora_first_block_adapts_only_the_later_blocks(tmp_path: Path) -> None:
+    """A 4-block ViT with lora_first_block=2: blocks 0-1 stay exactly pre-trained."""
+    kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2}
+    embedder = create_embedder("timm:vit_tiny_patch16_224", weights=None, **kwargs)
+    spec = FinetuneSpec("lora", lora_r=2, lora_first_block=2)
+    apply_finetune(embedder, spec)
+    adapted = sorted({
+        name.split(".lora_")[0]
+        for name, parameter in embedder.backbone.named_parameters()
+        if parameter.requires_grad
+    })
+    assert adapted == ["model.blocks.2.attn.qkv", "model.blocks.3.attn.qkv"]
+    with pytest.raises(ValueError, match=r"lora_first_block must lie in \[0, 4\)"):
+        other = create_embedder("timm:vit_tiny_patch16_224", weights=None, **kwargs)
+        apply_finetune(other, FinetuneSpec("lora", lora_first_block=4))

@@ -16,6 +16,8 @@ from lookalike.utils.folders import (
     MANIFEST_FILE,
     ArtefactError,
     atomic_folder,
+    check_replaceable,
+    link_verified_files,
     partial_path,
     recover_folder,
     verify_folder,
@@ -65,6 +67,40 @@ def test_damage_is_refused_naming_the_file(tmp_path: Path, damage: str) -> None:
         needle = "manifest.json is damaged"
     with pytest.raises(ArtefactError, match=needle):
         verify_folder(target)
+
+
+def test_an_edited_manifest_is_named_as_damaged(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    _build(target, "v1")
+    manifest = target / MANIFEST_FILE
+    manifest.write_text(manifest.read_text().replace('"a.bin"', '"a.bim"'))  # still valid JSON
+    with pytest.raises(ArtefactError, match="manifest.json is damaged .its own checksum"):
+        verify_folder(target)
+
+
+def test_a_failed_resumable_build_with_nothing_done_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "out", resume=True) as folder:
+        (folder / "empty-dir").mkdir()
+        raise RuntimeError("failed before any work")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_helpers_refuse_foreign_folders_and_reuse_only_matching_files(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    with pytest.raises(ArtefactError, match="not a lookalike thing folder"):
+        check_replaceable(mine, "thing")
+    check_replaceable(mine, "thing", legacy_files=("notes.txt",))
+    _build(tmp_path / "out", "v1")
+    with pytest.raises(ArtefactError, match="holds thing, not other"):
+        check_replaceable(tmp_path / "out", "other")
+    check_replaceable(tmp_path / "out", "thing")
+    (tmp_path / "out" / "sub" / "b.txt").write_text("changed")
+    linked = link_verified_files(tmp_path / "out", tmp_path / "new")
+    assert linked == ["a.bin"]
+    assert (tmp_path / "new" / "a.bin").stat().st_ino == (tmp_path / "out" / "a.bin").stat().st_ino
+    assert link_verified_files(mine, tmp_path / "other") == []
 
 
 def test_replacing_swaps_whole_and_a_failure_leaves_the_old(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from lookalike.utils.progress import ProgressFactory
 
@@ -22,8 +24,19 @@ console = Console()
 error_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Errors a user can fix: shown as one line, never as a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
+# Errors a user can fix: shown as one line, never as a traceback. EOFError is a file that ends
+# early (an empty .npy): left to Click it would print only "Aborted!".
+USER_ERRORS = (
+    ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError, EOFError
+)
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, the first line of ``message`` only."""
+    lines = message.strip().splitlines()
+    error_console.print(
+        f"[bold red]error:[/] {lines[0] if lines else 'failed'}", highlight=False, soft_wrap=True
+    )
 
 
 def friendly_errors(command: F) -> F:
@@ -35,11 +48,41 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            if isinstance(error, EOFError):
+                print_error(f"a file ended early (empty or truncated): {error}")
+            else:
+                print_error(str(error) or repr(error))
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class OneLineUsageErrors(TyperGroup):
+    """The verbs' group, printing usage errors (a missing argument, ``-k abc``, an unknown option)
+    as one ``error:`` line with exit status 2, like every other user error, instead of a panel."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        arguments = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode or not arguments:  # no arguments at all: the help, as Typer does
+            return super().main(arguments, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            status = super().main(arguments, prog_name, complete_var, False, **extra)
+        except typer.TyperException as error:  # Click's usage errors, vendored by Typer
+            context = getattr(error, "ctx", None)
+            hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+            print_error(f"{error.format_message()}{hint}")
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            print_error("aborted")
+            sys.exit(1)
+        sys.exit(status if isinstance(status, int) else 0)
 
 
 @contextlib.contextmanager
@@ -75,6 +118,23 @@ def parse_key_values(items: Sequence[str]) -> dict[str, Any]:
             raise ValueError(f"{item!r} is not of the form key=value")
         parsed[key.strip()] = yaml.safe_load(value)
     return parsed
+
+
+def dotted_settings(options: dict[str, Any], overrides: Sequence[str]) -> list[str]:
+    """``key=value`` overrides for the options given (None: not given), then ``overrides``.
+
+    Raises:
+        ValueError: An override sets a key an option already set (``--output A output=B``):
+            which one should win is a guess, so neither does.
+    """
+    given = {key: value for key, value in options.items() if value is not None}
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in given:
+            raise ValueError(
+                f"{key} is set twice, by an option ({given[key]}) and by {item!r}; give it once"
+            )
+    return [*(f"{key}={value}" for key, value in given.items()), *overrides]
 
 
 def metrics_table(metrics: dict[str, float], title: str = "Retrieval metrics") -> Table:

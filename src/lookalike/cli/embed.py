@@ -10,7 +10,7 @@ import typer
 from lookalike.cli.common import console, friendly_errors, progress_bars
 from lookalike.embed.shards import SKIPPED_FILE
 from lookalike.embed.spec import EmbedSpec
-from lookalike.models.spec import ModelSpec
+from lookalike.models.spec import model_spec_from_options
 from lookalike.pipeline.embedding import embed_images
 
 
@@ -19,11 +19,11 @@ def embed(
     source: Annotated[str, typer.Argument(help="Images: a folder per class, a CSV/Parquet manifest, 'sop:ROOT'.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder the embeddings are written to.")],
     split: Annotated[str | None, typer.Option(help="Embed only records of this split (query, gallery ...).")] = None,
-    model: Annotated[str, typer.Option(help="Backbone name, e.g. efficientnet_lite:lite0, timm:resnet50.")] = "efficientnet_lite:lite0",
-    pool: Annotated[str, typer.Option(help="Pooling: auto, gap, gem, max, cls.")] = "auto",
-    head: Annotated[str, typer.Option(help="Head: none, linear:D, mlp:D.")] = "none",
-    weights: Annotated[str, typer.Option(help="pretrained, none, or a local weights file.")] = "pretrained",
-    checkpoint: Annotated[str | None, typer.Option(help="A saved model folder (overrides --model).")] = None,
+    model: Annotated[str | None, typer.Option(help="Backbone name, e.g. timm:resnet50 [default: efficientnet_lite:lite0].")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pooling: auto, gap, gem, max, cls [default: auto].")] = None,
+    head: Annotated[str | None, typer.Option(help="Head: none, linear:D, mlp:D [default: none].")] = None,
+    weights: Annotated[str | None, typer.Option(help="pretrained, none, or a local weights file [default: pretrained].")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="A saved model folder (instead of --model/--pool/--head/--weights).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
@@ -36,7 +36,7 @@ def embed(
             source,
             output,
             split=split,
-            model=ModelSpec(model, pool, head, weights, checkpoint),
+            model=model_spec_from_options(checkpoint, model, pool, head, weights),
             embed=EmbedSpec(batch_size=batch_size, num_workers=workers, device=device,
                             tta=list(tta or ()), shard_size=shard_size),
             progress=progress,

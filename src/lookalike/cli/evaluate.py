@@ -9,12 +9,14 @@ import typer
 
 from lookalike.cli.common import (
     console,
+    dotted_settings,
     friendly_errors,
     metrics_table,
     progress_bars,
     variants_table,
 )
 from lookalike.config import resolve_config
+from lookalike.models.spec import model_spec_from_options
 from lookalike.pipeline.evaluate import EvaluateConfig, run_evaluation
 
 
@@ -48,8 +50,8 @@ def evaluate(
         "rejection.threshold": threshold,
         "output": output,
     }
-    dotted = [f"{key}={value}" for key, value in options.items() if value is not None]
-    resolved = resolve_config(EvaluateConfig, config, [*dotted, *(overrides or [])])
+    model_spec_from_options(checkpoint, model)  # a checkpoint carries its own model
+    resolved = resolve_config(EvaluateConfig, config, dotted_settings(options, overrides or []))
     with progress_bars() as progress:
         outcome = run_evaluation(resolved, progress=progress)
     if outcome.metrics:

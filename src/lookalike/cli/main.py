@@ -9,13 +9,17 @@ from lookalike.cli import (
     embed,
     evaluate,
     index,
+    predict,
     registries,
     report,
     search,
+    serve,
     submission,
     train,
     tune_threshold,
+    wise_ft,
 )
+from lookalike.cli.common import OneLineUsageErrors
 
 app = typer.Typer(
     name="lookalike",
@@ -23,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineUsageErrors,
 )
 app.command("train")(train.train)
 app.command("embed")(embed.embed)
@@ -34,6 +39,9 @@ app.command("report")(report.report)
 app.command("submission")(submission.submission)
 app.command("submit")(submission.submit)
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
+app.command("predict")(predict.predict)
+app.command("wise-ft")(wise_ft.wise_ft)
 app.command("list")(registries.list_registered)
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from lookalike.data.sources import SOURCES
 from lookalike.index import INDEXES
 from lookalike.losses import LOSSES
 from lookalike.models import BACKBONES, HEADS, POOLINGS
+from lookalike.models.classifier import CLASSIFIER_HEADS
+from lookalike.models.heads import ACTIVATIONS
 from lookalike.search.open_set_scores import OBJECTIVES
 from lookalike.train.augment import AUGMENTATIONS
 from lookalike.train.loggers import LOGGERS
@@ -28,6 +30,8 @@ def list_registered() -> None:
         ("backbones", BACKBONES),
         ("poolings", POOLINGS),
         ("heads", HEADS),
+        ("head activations", ACTIVATIONS),
+        ("classifier heads", CLASSIFIER_HEADS),
         ("losses", LOSSES),
         ("indexes", INDEXES),
         ("augmentations", AUGMENTATIONS),

@@ -9,7 +9,7 @@ import typer
 
 from lookalike.cli.common import console, friendly_errors, progress_bars
 from lookalike.embed.spec import EmbedSpec
-from lookalike.models.spec import ModelSpec
+from lookalike.models.spec import model_spec_from_options
 from lookalike.pipeline.indexing import search_index
 
 
@@ -22,11 +22,11 @@ def search(
     threshold: Annotated[float | None, typer.Option(help="Rejection threshold (overrides the one stored with the index).")] = None,
     no_threshold: Annotated[bool, typer.Option("--no-threshold", help="Ignore the index's stored threshold.")] = False,
     exclude_self: Annotated[bool, typer.Option(help="Drop each query's own id from its results.")] = False,
-    model: Annotated[str, typer.Option(help="Backbone used to embed query images.")] = "efficientnet_lite:lite0",
-    pool: Annotated[str, typer.Option(help="Pooling used to embed query images.")] = "auto",
-    head: Annotated[str, typer.Option(help="Head used to embed query images.")] = "none",
-    weights: Annotated[str, typer.Option(help="pretrained, none, or a local weights file.")] = "pretrained",
-    checkpoint: Annotated[str | None, typer.Option(help="Saved model that embeds query images.")] = None,
+    model: Annotated[str | None, typer.Option(help="Backbone used to embed query images [default: efficientnet_lite:lite0].")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pooling used to embed query images [default: auto].")] = None,
+    head: Annotated[str | None, typer.Option(help="Head used to embed query images [default: none].")] = None,
+    weights: Annotated[str | None, typer.Option(help="pretrained, none, or a local weights file [default: pretrained].")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Saved model that embeds query images (instead of --model/--pool/--head/--weights).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes decoding query images.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N (embedding query images).")] = "auto",
@@ -42,7 +42,7 @@ def search(
             threshold=threshold,
             use_threshold=not no_threshold,
             exclude_self=exclude_self,
-            model=ModelSpec(model, pool, head, weights, checkpoint),
+            model=model_spec_from_options(checkpoint, model, pool, head, weights),
             embed=EmbedSpec(batch_size=batch_size, num_workers=workers, device=device),
             query_embeddings_dir=query_embeddings_dir,
             progress=progress,

@@ -46,14 +46,16 @@ def submission(
 @friendly_errors
 def submit(
     path: Annotated[Path, typer.Argument(help="Submission file to upload.")],
-    url: Annotated[str, typer.Option(help="Endpoint that accepts submissions (http:// or https://).")],
+    url: Annotated[str, typer.Option(help="Endpoint that accepts submissions (https://; http:// with --allow-insecure).")],
     token_env: Annotated[str, typer.Option(help="Environment variable holding the API token.")] = DEFAULT_TOKEN_ENV,
     field: Annotated[str, typer.Option(help="Form field the file is sent in.")] = "file",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
+    allow_insecure: Annotated[bool, typer.Option("--allow-insecure", help="Allow a plain http:// URL (the token travels unencrypted).")] = False,
 ) -> None:
     """POST a submission file with a bearer token read from an environment variable."""
     try:
-        response = submit_file(path, url, token_env=token_env, field_name=field, timeout=timeout)
+        response = submit_file(path, url, token_env=token_env, field_name=field, timeout=timeout,
+                               allow_insecure=allow_insecure)
     except SubmissionError as error:
         raise ValueError(str(error)) from None
     console.print(f"submitted {path.name}: HTTP {response.status_code}")

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import console, friendly_errors, metrics_table, progress_bars
+from lookalike.cli.common import (
+    console,
+    dotted_settings,
+    friendly_errors,
+    metrics_table,
+    progress_bars,
+)
 from lookalike.config import resolve_config
 from lookalike.pipeline.training import train as run_train
 from lookalike.train.config import TrainConfig
@@ -22,8 +28,9 @@ def train(
     report: Annotated[bool, typer.Option(help="Write report.html into the run folder.")] = True,
 ) -> None:
     """Train with Lightning; validate retrieval each epoch; keep the best checkpoint; export it."""
-    dotted = [f"output={output}"] if output else []
-    resolved = resolve_config(TrainConfig, config, [*dotted, *(overrides or [])])
+    resolved = resolve_config(
+        TrainConfig, config, dotted_settings({"output": output}, overrides or [])
+    )
     with progress_bars() as progress:
         result = run_train(resolved, test=test, report=report, progress=progress)
     outcome = result.training

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from lookalike.data.loading import BrokenImageError, load_image
+from lookalike.data.loading import BrokenImageError, load_record
 from lookalike.data.records import ImageSet
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ Sample = GoodSample | BrokenSample
 
 
 class ImageDataset(Dataset[Sample]):
-    """The images of ``image_set``, loaded with :func:`load_image` and passed through ``transform``.
+    """The images of ``image_set``, loaded with :func:`~lookalike.data.loading.load_record` and
+    passed through ``transform``.
 
     Args:
         image_set: The records, read in their order.
@@ -48,7 +49,7 @@ class ImageDataset(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         record = self.image_set[index]
         try:
-            image = load_image(record.path)
+            image = load_record(record)
         except BrokenImageError as error:
             logger.warning("skipping image %s (id %s): %s", error.path, record.id, error.reason)
             return (None, index, error.reason)

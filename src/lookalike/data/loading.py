@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from lookalike.data.records import ImageRecord
+
 WHITE = (255, 255, 255)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
@@ -42,6 +44,18 @@ class BrokenImageError(ValueError):
     def __reduce__(self) -> tuple[type[BrokenImageError], tuple[Path, str]]:
         # Keep the two-argument constructor picklable across DataLoader worker processes.
         return (type(self), (self.path, self.reason))
+
+
+def load_record(record: ImageRecord) -> Image.Image:
+    """The image of ``record`` (:func:`load_image`); a record its source marked unreadable fails.
+
+    Raises:
+        BrokenImageError: The source could not use the entry (``record.unreadable``), or the
+            file cannot be loaded.
+    """
+    if record.unreadable:
+        raise BrokenImageError(record.path, record.unreadable)
+    return load_image(record.path)
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:

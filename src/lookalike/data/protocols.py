@@ -8,7 +8,9 @@ A protocol is a function registered in :data:`PROTOCOLS` turning one
   Products, CUB-200-2011 and Cars196 (Oh Song et al., CVPR 2016; Musgrave et al., "A Metric
   Learning Reality Check", ECCV 2020);
 - ``"per_class"``: a seeded query/gallery split inside every class (same classes on both sides);
-- ``"class_disjoint"``: train on some classes, evaluate all-vs-all on the unseen rest.
+- ``"class_disjoint"``: train on some classes, evaluate all-vs-all on the unseen rest;
+- ``"train_only"``: every image trains, nothing is evaluated (self-supervised pre-training on
+  unlabelled images).
 
 Shared conventions: protocols never modify records (which set holds a record is its role);
 records keep their order from the source inside every set; unlabelled records cannot be queries
@@ -97,9 +99,11 @@ def _held_out(images: ImageSet) -> tuple[list[ImageRecord], list[ImageRecord], l
 
 
 def _check_fraction(name: str, value: float, low_inclusive: bool) -> None:
+    interval = "[0, 1)" if low_inclusive else "(0, 1)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")  # noqa: TRY004
     low_ok = value >= 0.0 if low_inclusive else value > 0.0
-    if not (low_ok and value < 1.0):
-        interval = "[0, 1)" if low_inclusive else "(0, 1)"
+    if not (low_ok and value < 1.0):  # NaN fails too
         raise ValueError(f"{name} must lie in {interval}, got {value}")
 
 
@@ -166,7 +170,9 @@ def all_vs_all_split(images: ImageSet) -> RetrievalSplit:
 
 
 @PROTOCOLS.register("per_class")
-def per_class_split(images: ImageSet, query_fraction: float = 0.2, seed: int = 0) -> RetrievalSplit:
+def per_class_split(
+    images: ImageSet, query_fraction: float = 0.2, seed: int = 0, train_fraction: float = 0.0
+) -> RetrievalSplit:
     """A seeded query/gallery split inside every class.
 
     A class of ``n >= 2`` images gives ``round(query_fraction * n)`` of them, clipped to
@@ -180,23 +186,35 @@ def per_class_split(images: ImageSet, query_fraction: float = 0.2, seed: int = 0
         images: The records to split.
         query_fraction: Share of each class used as queries, in ``(0, 1)``.
         seed: Non-negative seed.
+        train_fraction: Share of each class (of ``n >= 3`` images) that trains instead, in
+            ``[0, 1)``, ``round(train_fraction * n)`` clipped to ``[0, n - 2]``, drawn before the
+            query/gallery split of the rest: a classifier then knows every evaluated class (the
+            seen-classes setting of classification-style answers). 0 keeps the source's own
+            ``train`` records as the train set.
 
     Raises:
         ValueError: ``query_fraction`` is out of range or no class has two images.
     """
     _check_fraction("query_fraction", query_fraction, low_inclusive=False)
+    _check_fraction("train_fraction", train_fraction, low_inclusive=True)
     train, val, evaluated = _held_out(images)
     members: dict[str, list[int]] = {}
     for position, record in enumerate(evaluated):
         if record.label is not None:
             members.setdefault(record.label, []).append(position)
     is_query = np.zeros(len(evaluated), dtype=bool)
+    is_train = np.zeros(len(evaluated), dtype=bool)
     for label, positions in members.items():
+        rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8"))])
+        if train_fraction > 0 and len(positions) >= 3:
+            n_train = min(_count(train_fraction, len(positions)), len(positions) - 2)
+            trained = set(np.asarray(positions)[rng.permutation(len(positions))[:n_train]].tolist())
+            is_train[list(trained)] = True
+            positions = [p for p in positions if p not in trained]
         n = len(positions)
         if n < 2:
             continue
         n_query = min(max(_count(query_fraction, n), 1), n - 1)
-        rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8"))])
         chosen = rng.permutation(n)[:n_query]
         is_query[np.asarray(positions)[chosen]] = True
     if not is_query.any():
@@ -204,7 +222,8 @@ def per_class_split(images: ImageSet, query_fraction: float = 0.2, seed: int = 0
             "the 'per_class' protocol needs at least one class with two or more labelled images"
         )
     query = [r for r, q in zip(evaluated, is_query) if q]
-    gallery = [r for r, q in zip(evaluated, is_query) if not q]
+    gallery = [r for r, q, t in zip(evaluated, is_query, is_train) if not q and not t]
+    train += [r for r, t in zip(evaluated, is_train) if t]
     return RetrievalSplit(
         _named(query, "query"),
         _named(gallery, "gallery"),
@@ -272,3 +291,21 @@ def class_disjoint_split(
         _optional(val, "val"),
         exclude_self=True,
     )
+
+
+@PROTOCOLS.register("train_only")
+def train_only_split(images: ImageSet) -> RetrievalSplit:
+    """Every record trains, labelled or not; query, gallery and val are empty.
+
+    For self-supervised training on a folder of unlabelled images (SimSiam, SimCLR), where there
+    is nothing to evaluate against; evaluate the trained model on another source.
+
+    Raises:
+        ValueError: ``images`` is empty.
+    """
+    if not len(images):
+        raise ValueError("the 'train_only' protocol needs at least one image")
+    return RetrievalSplit(
+        _named([], "query"), _named([], "gallery"), _named(list(images.records), "train")
+    )
+

@@ -25,6 +25,9 @@ class ImageRecord:
         label: Class label, or ``None`` where the source is unlabelled (competition mode).
         split: One of :data:`SPLITS`, or ``None`` where the source gives none.
         caption: Optional text describing the image (image-text training).
+        unreadable: Why the source could not use this entry (a folder it cannot read, a link
+            leading outside its root); loading the record fails with this reason, so the entry
+            is reported with the skipped images instead of vanishing. None for an image to read.
     """
 
     id: str
@@ -32,6 +35,7 @@ class ImageRecord:
     label: str | None = None
     split: str | None = None
     caption: str | None = None
+    unreadable: str | None = None
 
 
 @dataclass

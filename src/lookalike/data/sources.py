@@ -24,14 +24,20 @@ from typing import Any
 import pandas as pd
 
 from lookalike.data.records import SPLITS, ImageRecord, ImageSet
+from lookalike.data.walk import (
+    IMAGE_EXTENSIONS,
+    FoundImage,
+    is_inside,
+    normalise_extensions,
+    unique_images,
+    unique_positions,
+    walk_images,
+)
 from lookalike.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 SOURCES = Registry[ImageSet]("data source")
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-"""File suffixes treated as images (compared case-insensitively)."""
 
 MANIFEST_COLUMNS = ("path", "label")
 """Columns every manifest must have; ``split``, ``caption`` and ``id`` are optional."""
@@ -42,37 +48,19 @@ SOP_LISTS = {"train": "Ebay_train.txt", "gallery": "Ebay_test.txt"}
 SOP_HEADER = ["image_id", "class_id", "super_class_id", "path"]
 
 
-def _normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
-    return frozenset(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
-
-
 def list_images(folder: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
     """The image files under ``folder``, recursively, sorted by their POSIX path relative to it.
 
-    Hidden files and hidden folders (names starting with ``.``) are skipped; symbolic links to
-    folders are followed once (a link cycle is not walked twice).
+    Hidden files and folders (``.*``) are skipped; the walk never leaves ``folder`` and lists each
+    file once (see :mod:`lookalike.data.walk`). Entries it cannot read are listed too: loading
+    them fails with the reason.
     """
-    suffixes = _normalise_extensions(extensions)
-    found: list[tuple[str, Path]] = []
-    visited: set[str] = set()
-    for current, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(current)
-        if real in visited:
-            dirs.clear()
-            continue
-        visited.add(real)
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
-        for name in files:
-            if name.startswith(".") or Path(name).suffix.lower() not in suffixes:
-                continue
-            path = Path(current) / name
-            found.append((path.relative_to(folder).as_posix(), path))
-    return [path for _, path in sorted(found)]
+    return [found.path for found in unique_images(walk_images(folder, extensions))]
 
 
 def list_images_in(folder: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
     """The non-hidden image files directly in ``folder`` (not recursive), sorted by name."""
-    suffixes = _normalise_extensions(extensions)
+    suffixes = normalise_extensions(extensions)
     return sorted(
         p
         for p in folder.iterdir()
@@ -123,20 +111,40 @@ def folder_source(
     stray = list_images_in(root, extensions)
     if stray:
         logger.warning("ignoring %d images directly in %s (no class folder)", len(stray), root)
+    walked = [
+        (class_dir, entry)
+        for class_dir in class_dirs
+        for entry in _walk_class_folder(class_dir, root, extensions)
+    ]
     records = [
         ImageRecord(
-            id=path.relative_to(root).as_posix(),
-            path=path,
+            id=entry.path.relative_to(root).as_posix(),
+            path=entry.path,
             label=None if class_dir.name in distractors else class_dir.name,
+            unreadable=entry.unreadable,
         )
-        for class_dir in class_dirs
-        for path in list_images(class_dir, extensions)
+        for class_dir, entry in (walked[i] for i in unique_positions([e for _, e in walked]))
     ]
     if not records:
-        suffixes = " ".join(sorted(_normalise_extensions(extensions)))
+        suffixes = " ".join(sorted(normalise_extensions(extensions)))
         raise ValueError(f"no images ({suffixes}) in the class folders of {root}")
     records.sort(key=lambda record: record.id)
     return ImageSet(records)
+
+
+def _walk_class_folder(
+    class_dir: Path, root: Path, extensions: Iterable[str]
+) -> list[FoundImage]:
+    """The images of one class folder; a class folder linked from outside ``root`` is one
+    unreadable entry."""
+    target = os.path.realpath(class_dir)
+    real_root = os.path.realpath(root)
+    if class_dir.is_symlink() and not is_inside(target, real_root):
+        reason = f"symbolic link to {target}, outside {real_root}: not followed"
+        logger.warning("%s: %s", class_dir, reason)
+        location = os.path.join(real_root, class_dir.name)
+        return [FoundImage(class_dir, location, False, True, reason)]
+    return walk_images(class_dir, extensions, root=root)
 
 
 def _cell(value: Any) -> str | None:
@@ -304,12 +312,17 @@ def query_gallery_source(
         folder = Path(folder).absolute()
         if not folder.is_dir():
             raise FileNotFoundError(f"{split} folder {folder} does not exist or is not a folder")
-        images = list_images(folder, extensions)
+        images = unique_images(walk_images(folder, extensions))
         if not images:
             raise ValueError(f"{split} folder {folder} holds no images")
         records.extend(
-            ImageRecord(id=f"{split}/{p.relative_to(folder).as_posix()}", path=p, split=split)
-            for p in images
+            ImageRecord(
+                id=f"{split}/{found.path.relative_to(folder).as_posix()}",
+                path=found.path,
+                split=split,
+                unreadable=found.unreadable,
+            )
+            for found in images
         )
     return ImageSet(records)
 

@@ -4,21 +4,26 @@
 order, with DataLoader workers, mixed precision on CUDA, channels-last memory format and optional
 test-time augmentation (:mod:`lookalike.embed.tta`). Broken images are skipped and reported.
 
-Given an output folder, the set is processed in shards written atomically as they finish
-(:mod:`lookalike.embed.shards`), and the assembled set is saved beside them::
+Given an output folder, the set is processed in shards saved as they finish
+(:mod:`lookalike.embed.shards`), and the assembled set is saved beside them, in a folder built
+beside the target (``.NAME.partial``) and swapped in whole once its manifest is written::
 
-    output_dir/shards/shard_00000.npz   embeddings, rows, skipped rows of images [0, shard_size)
+    output_dir/shards/shard_00000.npz   embeddings, rows, skipped rows of images [start, stop)
     output_dir/skipped.csv              id, path, reason of every image that could not be read
     output_dir/embeddings.npy ...       the assembled EmbeddingSet (see lookalike.embed.store)
+    output_dir/manifest.json            written last
 
-so an interrupted run, started again with the same arguments, recomputes only unfinished shards.
-The shards are kept after assembly so that such a re-run never recomputes finished work.
+A killed run leaves the old folder (or none) and its partial one; started again with the same
+arguments it continues in the partial folder and recomputes only what no finished shard holds
+(a shard closes after ``shard_size`` images or ``shard_seconds`` of work). The shards are kept in
+the finished folder, so a re-run into it reuses those that still match its manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +42,13 @@ from lookalike.embed.shards import (
     Shard,
     ShardFiles,
     assemble_shards,
-    shard_batches,
-    shard_bounds,
+    batches_from,
     write_skipped_csv,
 )
-from lookalike.embed.store import EmbeddingSet
+from lookalike.embed.store import EMBEDDINGS_FILE, EMBEDDINGS_KIND, INFO_FILE, EmbeddingSet
 from lookalike.embed.tta import AugmentedViews
 from lookalike.models.preprocessing import Preprocessing, eval_transform
+from lookalike.utils.folders import atomic_folder, check_replaceable, link_verified_files
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +99,7 @@ def embed_image_set(
     shard_size: int = 10_000,
     progress: Callable[[int], None] | None = None,
     channels_last: bool = True,
+    shard_seconds: float = 60.0,
 ) -> EmbeddingSet:
     """Embed every readable image of ``image_set``, in order.
 
@@ -103,8 +109,9 @@ def embed_image_set(
     Args:
         embedder: ``(B, 3, S, S) -> (B, D)`` module, see :class:`EmbedderLike`.
         image_set: The images; row order of the result follows it.
-        output_dir: Where shards, ``skipped.csv`` and the final set are written; ``None`` keeps
-            everything in memory and makes the run non-resumable.
+        output_dir: The embedding folder written (shards, ``skipped.csv``, the set and its
+            manifest; see the module docstring); ``None`` keeps everything in memory and makes
+            the run non-resumable.
         batch_size: Images per forward pass.
         num_workers: DataLoader worker processes decoding images.
         device: ``"auto"`` (CUDA when available, else CPU), or any torch device.
@@ -113,10 +120,12 @@ def embed_image_set(
         tta: Test-time augmentations whose embeddings are averaged with the plain one:
             ``"flip"`` and ``"scale:<factor>"``. When the embedder normalises (a boolean
             ``normalize`` attribute, else unit-norm outputs) the average is L2-normalised again.
-        shard_size: Images per resumable shard.
+        shard_size: Images per resumable shard (rounded up to whole batches).
         progress: Called with the number of images done after each batch (images of shards
             resumed from disk count once, at the start); None reports nothing.
         channels_last: Run model and inputs in channels-last memory format.
+        shard_seconds: A shard also closes once it has taken this long, so that a killed run
+            loses about this much work at most.
 
     Returns:
         The :class:`EmbeddingSet` of the readable images, ``(N - skipped, D)`` float32. Its
@@ -124,40 +133,47 @@ def embed_image_set(
         and ``skipped`` (``[{"id", "path", "reason"}]``).
 
     Raises:
-        ValueError: A non-positive ``batch_size`` or ``shard_size``, a negative ``num_workers``,
-            an unknown ``tta`` name, or an embedder output that is not ``(B, embedding_dim)``.
+        ValueError: A non-positive ``batch_size``, ``shard_size`` or ``shard_seconds``, a
+            negative ``num_workers``, an unknown ``tta`` name, an embedder output that is not
+            ``(B, embedding_dim)``, or an ``output_dir`` holding something else.
     """
-    if batch_size < 1 or shard_size < 1 or num_workers < 0:
+    if batch_size < 1 or shard_size < 1 or num_workers < 0 or not shard_seconds > 0:
         raise ValueError(
-            f"need batch_size >= 1, shard_size >= 1, num_workers >= 0; got {batch_size}, "
-            f"{shard_size}, {num_workers}"
+            f"need batch_size >= 1, shard_size >= 1, num_workers >= 0, shard_seconds > 0; got "
+            f"{batch_size}, {shard_size}, {num_workers}, {shard_seconds}"
         )
     augmentation = AugmentedViews.parse(tta)
     torch_device = _resolve_device(device)
     amp_dtype = _amp_dtype(torch_device, amp)
-    run = _Extraction(batch_size, num_workers, torch_device, amp_dtype, channels_last, augmentation)
-    fingerprint = embedder.fingerprint()
-    bounds = shard_bounds(len(image_set), shard_size)
-    files = None
-    if output_dir is not None:
-        files = ShardFiles(Path(output_dir) / SHARDS_DIR, fingerprint, list(tta))
-    shards = {} if files is None else files.load_finished(bounds, image_set.ids)
-    advance = progress or _ignore
-    _embed_missing_shards(embedder, image_set, bounds, shards, files, run, advance)
-
+    run = _Extraction(
+        batch_size, num_workers, torch_device, amp_dtype, channels_last, augmentation,
+        shard_size, shard_seconds,
+    )
     info = {
-        "fingerprint": fingerprint,
+        "fingerprint": embedder.fingerprint(),
         "config": embedder.config,
         "preprocessing": embedder.preprocessing.to_dict(),
         "tta": list(tta),
         "amp": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
         "image_set": image_set.name,
     }
-    ordered = [shards[number] for number in range(len(bounds))]
-    result = assemble_shards(image_set, ordered, embedder.embedding_dim, info)
-    if output_dir is not None:
-        write_skipped_csv(Path(output_dir) / SKIPPED_FILE, result.info["skipped"])
-        result.save(output_dir)
+    advance = progress or _ignore
+    if output_dir is None:
+        shards = _embed_from(embedder, image_set, [], None, run, advance)
+        return assemble_shards(image_set, shards, embedder.embedding_dim, info)
+    target = Path(output_dir)
+    check_replaceable(target, EMBEDDINGS_KIND, (INFO_FILE, EMBEDDINGS_FILE))
+    with atomic_folder(target, resume=True) as build:
+        if not (build / SHARDS_DIR).exists():
+            # A finished folder's shards (those matching its manifest) are finished work.
+            link_verified_files(target, build, under=SHARDS_DIR)
+        files = ShardFiles(build / SHARDS_DIR, info["fingerprint"], list(tta))
+        finished = files.load_finished(image_set.ids)
+        shards = _embed_from(embedder, image_set, finished, files, run, advance)
+        result = assemble_shards(image_set, shards, embedder.embedding_dim, info)
+        write_skipped_csv(build / SKIPPED_FILE, result.info["skipped"])
+        result.write_files(build)
+        result.write_manifest(build)
     return result
 
 
@@ -171,18 +187,14 @@ class _Extraction:
     amp_dtype: torch.dtype | None
     channels_last: bool
     augmentation: AugmentedViews
+    shard_size: int
+    shard_seconds: float
 
-    def loader(
-        self,
-        embedder: EmbedderLike,
-        image_set: ImageSet,
-        bounds: list[tuple[int, int]],
-        pending: list[int],
-    ) -> DataLoader:
-        """Batches of the pending shards' images in order; no batch crosses a shard boundary."""
+    def loader(self, embedder: EmbedderLike, image_set: ImageSet, start: int) -> DataLoader:
+        """Batches of the images from ``start`` on, in order."""
         return DataLoader(
             ImageDataset(image_set, eval_transform(embedder.preprocessing)),
-            batch_sampler=shard_batches(bounds, pending, self.batch_size),
+            batch_sampler=batches_from(start, len(image_set), self.batch_size),
             num_workers=self.num_workers,
             collate_fn=collate_skipping_broken,
             pin_memory=self.device.type == "cuda",
@@ -196,58 +208,53 @@ class _Extraction:
         return _embed_views(embedder, images, self.augmentation, self.amp_dtype)
 
 
-def _embed_missing_shards(
+def _embed_from(
     embedder: EmbedderLike,
     image_set: ImageSet,
-    bounds: list[tuple[int, int]],
-    shards: dict[int, Shard],
+    finished: list[Shard],
     files: ShardFiles | None,
     run: _Extraction,
     advance: Callable[[int], None],
-) -> None:
-    """Embed each shard missing from ``shards`` into it, saving it to ``files`` when given.
+) -> list[Shard]:
+    """``finished`` followed by shards of the remaining images, each saved to ``files`` (when
+    given) as it closes: after ``run.shard_size`` images or ``run.shard_seconds`` of work.
 
-    ``advance`` is called with the images of the shards already there first, then after each
-    batch.
+    ``advance`` is called with the images of the finished shards first, then after each batch.
     """
-    pending = [number for number in range(len(bounds)) if number not in shards]
-    done = sum(stop - start for number, (start, stop) in enumerate(bounds) if number in shards)
-    if done:
-        advance(done)
-    if not pending:
-        return
+    shards = list(finished)
+    start = shards[-1].stop if shards else 0
+    if start:
+        advance(start)
+    if start >= len(image_set):
+        return shards
     ids = image_set.ids
     with _evaluating(embedder, run.device, run.channels_last), torch.inference_mode():
-        batches = iter(run.loader(embedder, image_set, bounds, pending))
-        for number in pending:
-            start, stop = bounds[number]
-            batch_count = len(range(start, stop, run.batch_size))
-            shards[number] = _embed_shard(embedder, batches, batch_count, run, advance)
-            if files is not None:
-                files.save(number, shards[number], ids[start:stop])
-
-
-def _embed_shard(
-    embedder: EmbedderLike,
-    batches: Iterator[Any],
-    batch_count: int,
-    run: _Extraction,
-    advance: Callable[[int], None],
-) -> Shard:
-    """The next ``batch_count`` batches of ``batches`` embedded: one shard's rows and skips."""
-    parts, rows, skipped = [], [], []
-    for _ in range(batch_count):
-        images, indices, broken = next(batches)
-        skipped.extend(broken)
-        if images is not None:
-            parts.append(run.embed(embedder, images))
-            rows.append(indices.numpy())
-        advance(len(indices) + len(broken))
-    return Shard(
-        np.concatenate(parts or [np.zeros((0, embedder.embedding_dim), np.float32)]),
-        np.concatenate(rows or [np.zeros(0, np.int64)]),
-        skipped,
-    )
+        parts: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        skipped: list[tuple[int, str]] = []
+        shard_start, stop, opened = start, start, time.monotonic()
+        for images, indices, broken in run.loader(embedder, image_set, start):
+            skipped.extend(broken)
+            if images is not None:
+                parts.append(run.embed(embedder, images))
+                rows.append(indices.numpy())
+            stop = min(stop + run.batch_size, len(image_set))  # batches are [i, i + batch_size)
+            advance(len(indices) + len(broken))
+            full = stop - shard_start >= run.shard_size
+            if full or stop == len(image_set) or time.monotonic() - opened >= run.shard_seconds:
+                shard = Shard(
+                    shard_start,
+                    stop,
+                    np.concatenate(parts or [np.zeros((0, embedder.embedding_dim), np.float32)]),
+                    np.concatenate(rows or [np.zeros(0, np.int64)]),
+                    skipped,
+                )
+                if files is not None:
+                    files.save(len(shards), shard, ids[shard_start:stop])
+                shards.append(shard)
+                parts, rows, skipped = [], [], []
+                shard_start, opened = stop, time.monotonic()
+    return shards
 
 
 def _ignore(amount: int) -> None:

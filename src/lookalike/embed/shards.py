@@ -2,11 +2,17 @@
 
 ::
 
-    output_dir/shards/shard_00000.npz   embeddings, rows, skipped rows of images [0, shard_size)
-    output_dir/skipped.csv              id, path, reason of every image that could not be read
+    shards/shard_00000.npz   embeddings, rows, skipped rows of the images [start, stop)
+    skipped.csv              id, path, reason of every image that could not be read
 
-A shard file is tagged with the embedder fingerprint, the test-time augmentation and the ids of its
-images, so a stale shard is never reused; the finished shards are assembled, in order, into one
+Shards cover the image set from its first image on, one after another. A shard is made of whole
+batches and closes once it holds ``shard_size`` images or has taken ``shard_seconds`` of work,
+so a killed job loses about a minute at most, however large its shards. Batches are cut from the
+resume point on, so every batch (and every embedding) is the one an uninterrupted run computes.
+
+A shard file is tagged with the embedder fingerprint, the test-time augmentation, its first row
+and the ids of its images, so a stale shard is never reused; the longest run of reusable shards
+from the first image on is kept, and the finished shards are assembled, in order, into one
 :class:`EmbeddingSet`.
 """
 
@@ -35,34 +41,26 @@ SKIPPED_FILE = "skipped.csv"
 
 @dataclass
 class Shard:
-    """The result for one shard: ``embeddings`` ``(n, D)`` of dataset ``rows`` ``(n,)``, and the
-    ``(row, reason)`` of each image in the shard that could not be read."""
+    """The result for the images ``[start, stop)``: ``embeddings`` ``(n, D)`` of dataset ``rows``
+    ``(n,)``, and the ``(row, reason)`` of each image in the shard that could not be read."""
 
+    start: int
+    stop: int
     embeddings: np.ndarray
     rows: np.ndarray
     skipped: list[tuple[int, str]]
 
 
-def shard_bounds(size: int, shard_size: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` of each shard of ``size`` images, ``shard_size`` at most per shard."""
-    return [(start, min(start + shard_size, size)) for start in range(0, size, shard_size)]
-
-
-def shard_batches(
-    bounds: list[tuple[int, int]], pending: list[int], batch_size: int
-) -> list[list[int]]:
-    """Batches of dataset indices over the pending shards; no batch crosses a shard boundary."""
-    return [
-        list(range(i, min(i + batch_size, bounds[number][1])))
-        for number in pending
-        for i in range(bounds[number][0], bounds[number][1], batch_size)
-    ]
+def batches_from(start: int, size: int, batch_size: int) -> list[list[int]]:
+    """Batches of dataset indices ``[start, size)``, ``batch_size`` at most each, in order."""
+    return [list(range(i, min(i + batch_size, size))) for i in range(start, size, batch_size)]
 
 
 @dataclass(frozen=True)
 class ShardFiles:
     """``shard_dir/shard_00000.npz`` ...: one atomic file per finished shard, tagged with the
-    embedder fingerprint, the TTA and the ids of its images so a stale shard is never reused."""
+    embedder fingerprint, the TTA, its first row and the ids of its images so a stale shard is
+    never reused."""
 
     shard_dir: Path
     fingerprint: str
@@ -77,6 +75,7 @@ class ShardFiles:
         with atomic_path(self.path(number)) as tmp, open(tmp, "wb") as handle:
             np.savez(
                 handle,
+                start=np.array(shard.start, dtype=np.int64),
                 embeddings=shard.embeddings.astype(np.float32),
                 rows=shard.rows.astype(np.int64),
                 skipped_rows=np.array([row for row, _ in shard.skipped], dtype=np.int64),
@@ -86,20 +85,31 @@ class ShardFiles:
                 tta=np.array(json.dumps(self.tta)),
             )
 
-    def load_finished(self, bounds: list[tuple[int, int]], ids: list[str]) -> dict[int, Shard]:
-        """The reusable shards among ``bounds`` (``[start, stop)`` of each), by shard number."""
-        shards = {}
-        for number, (start, stop) in enumerate(bounds):
-            shard = self.load(number, ids[start:stop])
-            if shard is not None:
-                shards[number] = shard
+    def load_finished(self, ids: list[str]) -> list[Shard]:
+        """The reusable shards from the first image on, in order; later files are removed.
+
+        Args:
+            ids: The ids of every image of the set, in order.
+        """
+        shards: list[Shard] = []
+        start = 0
+        while start < len(ids):
+            shard = self.load(len(shards), start, ids)
+            if shard is None:
+                break
+            shards.append(shard)
+            start = shard.stop
+        stale = sorted(self.shard_dir.glob("shard_*.npz"))[len(shards):]
+        for path in stale:
+            path.unlink()
         if shards:
-            logger.info("resuming: %d of %d shards done", len(shards), len(bounds))
+            logger.info("resuming: %d of %d images done in %d shards", start, len(ids), len(shards))
         return shards
 
-    def load(self, number: int, ids: list[str]) -> Shard | None:
-        """Shard ``number`` when its file is complete and was made for ``ids`` by this embedder
-        with this TTA; otherwise ``None``, with a warning saying why when a file was there."""
+    def load(self, number: int, start: int, ids: list[str]) -> Shard | None:
+        """Shard ``number`` when its file is complete and was made, from image ``start`` on, for
+        the images ``ids[start:...]`` by this embedder with this TTA; otherwise ``None``, with a
+        warning saying why when a file was there."""
         path = self.path(number)
         if not path.is_file():
             return None
@@ -107,7 +117,14 @@ class ShardFiles:
             with np.load(path, allow_pickle=False) as data:
                 recorded = {name: data[name] for name in data.files}
             skipped = zip(recorded["skipped_rows"].tolist(), recorded["skipped_reasons"].tolist())
-            shard = Shard(recorded["embeddings"], recorded["rows"], list(skipped))
+            shard_ids = [str(value) for value in recorded["ids"].tolist()]
+            shard = Shard(
+                int(recorded["start"]),
+                int(recorded["start"]) + len(shard_ids),
+                recorded["embeddings"],
+                recorded["rows"],
+                list(skipped),
+            )
             made_with = (str(recorded["fingerprint"]), json.loads(str(recorded["tta"])))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             logger.warning("shard %s is unreadable (%s); recomputing it", path, error)
@@ -115,10 +132,12 @@ class ShardFiles:
         problem = None
         if made_with != (self.fingerprint, self.tta):
             problem = f"made by embedder {made_with[0]} with tta {made_with[1]}"
-        elif recorded["ids"].tolist() != ids:
+        elif shard.start != start or not shard_ids or shard_ids != ids[start : shard.stop]:
             problem = "its image ids differ from the image set's"
-        elif not len(shard.rows) == len(shard.embeddings) == len(ids) - len(shard.skipped):
+        elif not len(shard.rows) == len(shard.embeddings) == len(shard_ids) - len(shard.skipped):
             problem = "its row counts are inconsistent"
+        elif any(not start <= row < shard.stop for row in shard.rows.tolist()):
+            problem = "its rows lie outside its images"
         if problem is not None:
             logger.warning("shard %s does not match this run (%s); recomputing it", path, problem)
             return None

@@ -19,7 +19,9 @@ class EmbedSpec:
         num_workers: DataLoader worker processes decoding images.
         device: "auto" (CUDA when present), "cpu" or "cuda[:N]".
         tta: Test-time augmentations averaged into each embedding ("flip", "scale:0.8").
-        shard_size: Images per resumable shard.
+        shard_size: Images per resumable shard (rounded up to whole batches).
+        shard_seconds: Seconds of work after which a shard closes anyway, so that a killed
+            job loses about this much at most.
     """
 
     batch_size: int = 64
@@ -27,3 +29,4 @@ class EmbedSpec:
     device: str = "auto"
     tta: list[str] = field(default_factory=list)
     shard_size: int = 10_000
+    shard_seconds: float = 60.0

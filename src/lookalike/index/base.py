@@ -59,8 +59,7 @@ class Index(ABC):
                 f"index kind {self.kind!r} does not support metric {self.metric.name!r}; "
                 f"index kinds that do: {', '.join(supporting)}"
             )
-        if not (device == "cpu" or device.startswith("cuda")):
-            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+        check_device(device)
         self.device = device
 
     @property
@@ -138,6 +137,12 @@ class Index(ABC):
             f"{type(self).__name__}(dim={self.dim}, metric={self.metric.name!r}, "
             f"device={self.device!r}, ntotal={self.ntotal}{extra})"
         )
+
+
+def check_device(device: str) -> None:
+    """Refuse a device name no index can live on (anything but "cpu", "cuda", "cuda:N")."""
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
 
 
 def create_index(

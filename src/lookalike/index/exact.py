@@ -15,6 +15,9 @@ import torch
 from lookalike.index.base import INDEXES, Index
 from lookalike.index.metrics import Metric, get_metric
 from lookalike.index.result import SearchResult
+from lookalike.utils.folders import ArtefactError
+from lookalike.utils.readers import read_matrix
+from lookalike.utils.vectors import check_vectors
 
 DEFAULT_QUERY_CHUNK = 1024
 DEFAULT_GALLERY_CHUNK = 16384
@@ -220,9 +223,10 @@ class ExactTorchIndex(Index):
             np.save(handle, self._vectors.cpu().numpy())
 
     def read_state(self, path: Path) -> None:
-        vectors = np.load(path)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"{path} holds shape {vectors.shape}, expected (N, {self.dim})")
+        vectors = read_matrix(path, "rebuild the index with `lookalike index`")
+        if vectors.shape[1] != self.dim:
+            raise ArtefactError(f"{path} holds shape {vectors.shape}, expected (N, {self.dim})")
+        check_vectors(vectors, str(path))
         self._vectors = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(
             self._vectors.device
         )

@@ -19,8 +19,10 @@ import numpy as np
 
 from lookalike.index.base import INDEXES, Index
 from lookalike.index.metrics import Metric
+from lookalike.utils.folders import ArtefactError, unreadable
 
 logger = logging.getLogger(__name__)
+_REBUILD = "rebuild the index with `lookalike index`"
 
 _FAISS_METRICS = {
     "cosine": faiss.METRIC_INNER_PRODUCT,
@@ -150,12 +152,16 @@ class FaissIndex(Index):
         faiss.write_index(cpu_index, str(path))
 
     def read_state(self, path: Path) -> None:
-        cpu_index = faiss.read_index(str(path))
+        try:
+            cpu_index = faiss.read_index(str(path))
+        except RuntimeError as error:  # FAISS's C++ exceptions, multi-line with a stack
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else "read error"
+            raise unreadable(path, RuntimeError(reason), _REBUILD) from None
         if cpu_index.d != self.dim or cpu_index.metric_type != _FAISS_METRICS[self.metric.name]:
-            raise ValueError(
+            raise ArtefactError(
                 f"{path} holds a FAISS index of dimension {cpu_index.d} and metric type "
-                f"{cpu_index.metric_type}, expected dimension {self.dim} and metric "
-                f"{self.metric.name!r}"
+                f"{cpu_index.metric_type}, but its folder describes dimension {self.dim} and "
+                f"metric {self.metric.name!r}; {_REBUILD}"
             )
         self._index = self._to_device(cpu_index)
 

@@ -14,19 +14,28 @@ classifier head) expose them through ``.parameters()`` for the optimiser.
 
 Following pytorch-metric-learning, a distance is a constructor argument (``distance="cosine"`` or
 ``"l2"``), not a new class.
+
+Semi-supervised training adds weak/strong view pairs of labelled *and* unlabelled images
+(:class:`ViewPairs`) and the training step (for ramp-ups): ``loss(embeddings, labels,
+view_pairs=ViewPairs(weak, strong), step=global_step)``. Losses that do not use them ignore them;
+consistency losses (:mod:`lookalike.losses.consistency`) need them.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from pytorch_metric_learning.distances import BaseDistance, CosineSimilarity, LpDistance
 from torch import Tensor, nn
 
 from lookalike.registry import Registry
+
+if TYPE_CHECKING:
+    from lookalike.losses.classification import ClassLoss
 
 LOSSES: Registry[RetrievalLoss] = Registry("loss")
 DISTANCES: Registry[BaseDistance] = Registry("distance")
@@ -55,6 +64,26 @@ def make_distance(name: str, normalize_embeddings: bool = True) -> BaseDistance:
     return DISTANCES.create(name, normalize_embeddings=normalize_embeddings)
 
 
+@dataclass(frozen=True)
+class ViewPairs:
+    """Two augmented views of the same images, for consistency regularisation.
+
+    Attributes:
+        weak: ``(N, D)`` embeddings of weakly augmented views (the target side).
+        strong: ``(N, D)`` embeddings of strongly augmented views of the same images, row by row.
+    """
+
+    weak: Tensor
+    strong: Tensor
+
+    def __post_init__(self) -> None:
+        if self.weak.ndim != 2 or self.weak.shape != self.strong.shape:
+            raise ValueError(
+                f"view pairs must be two (N, D) tensors of one shape, got "
+                f"{tuple(self.weak.shape)} and {tuple(self.strong.shape)}"
+            )
+
+
 def register_loss(name: str) -> Callable[[L], L]:
     """Class decorator: sets ``cls.name`` and adds the class to :data:`LOSSES` under ``name``."""
 
@@ -80,14 +109,22 @@ class RetrievalLoss(nn.Module):
             ``positive_embeddings``).
         needs_labels_or_views: Either labels or a second view of each image are required (without
             labels, views ``i`` and ``i + B`` are the only positives).
+        needs_view_pairs: Weak/strong :class:`ViewPairs` are required (consistency losses).
     """
 
     name: ClassVar[str] = ""
     needs_labels: bool = False
     needs_pairs: bool = False
     needs_labels_or_views: bool = False
+    needs_view_pairs: bool = False
 
-    def validate(self, *, has_labels: bool, has_text: bool, has_views: bool) -> None:
+    def answering_classifier(self) -> ClassLoss | None:
+        """The part whose class weights give class probabilities, ``None`` for a loss without."""
+        return None
+
+    def validate(
+        self, *, has_labels: bool, has_text: bool, has_views: bool, has_view_pairs: bool = False
+    ) -> None:
         """Raise a one-line ``ValueError`` when a batch with these fields cannot feed this loss.
 
         The trainer calls this before training, from the dataset's columns.
@@ -96,6 +133,7 @@ class RetrievalLoss(nn.Module):
             has_labels: Batches carry class labels.
             has_text: Batches carry caption embeddings (``text_embeddings``).
             has_views: Batches carry a second view of each image (``positive_embeddings``).
+            has_view_pairs: Batches carry weak/strong view pairs (``view_pairs``).
         """
         has_pairs = has_text or has_views
         if self.needs_labels and not has_labels:
@@ -106,6 +144,11 @@ class RetrievalLoss(nn.Module):
             )
         if self.needs_labels_or_views and not (has_labels or has_views):
             raise ValueError(f"loss {self.name!r} needs class labels or two views of each image")
+        if self.needs_view_pairs and not has_view_pairs:
+            raise ValueError(
+                f"loss {self.name!r} needs weak/strong view pairs: set data.unlabelled "
+                "(a combined labelled + unlabelled loader)"
+            )
 
     def forward(
         self,
@@ -114,6 +157,8 @@ class RetrievalLoss(nn.Module):
         *,
         text_embeddings: Tensor | None = None,
         positive_embeddings: Tensor | None = None,
+        view_pairs: ViewPairs | None = None,
+        step: int = 0,
     ) -> dict[str, Tensor]:
         """Compute the loss on one batch.
 
@@ -122,6 +167,8 @@ class RetrievalLoss(nn.Module):
             labels: ``(B,)`` integer class labels (``(B, C)`` multi-hot for "bce"), or ``None``.
             text_embeddings: ``(B, D)`` caption embeddings, row ``i`` describing image ``i``.
             positive_embeddings: ``(B, D)`` a second view of each image (same labels).
+            view_pairs: Weak/strong views of labelled and unlabelled images (consistency losses).
+            step: The optimiser step (consistency ramp-ups).
 
         Returns:
             ``{"loss": total, <name>: total}``; subclasses with several terms add one key each.
@@ -130,8 +177,9 @@ class RetrievalLoss(nn.Module):
             has_labels=labels is not None,
             has_text=text_embeddings is not None,
             has_views=positive_embeddings is not None,
+            has_view_pairs=view_pairs is not None,
         )
-        embeddings, text_embeddings, positive_embeddings = _check_batch(
+        embeddings, text_embeddings, positive_embeddings = check_batch(
             self.name, embeddings, labels, text_embeddings, positive_embeddings
         )
         with torch.autocast(embeddings.device.type, enabled=False):
@@ -155,7 +203,7 @@ class RetrievalLoss(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement compute_loss")
 
 
-def _check_batch(
+def check_batch(
     name: str,
     embeddings: Tensor,
     labels: Tensor | None,
@@ -224,7 +272,11 @@ def require_positive(name: str, option: str, value: float) -> None:
 
 
 def create_loss(
-    spec: Mapping[str, Any] | str, *, embedding_dim: int, num_classes: int | None
+    spec: Mapping[str, Any] | str,
+    *,
+    embedding_dim: int,
+    num_classes: int | None,
+    siblings: Mapping[str, RetrievalLoss] | None = None,
 ) -> RetrievalLoss:
     """Build a loss from its config: ``"supcon"`` or ``{"name": "triplet", "margin": 0.2, ...}``.
 
@@ -233,6 +285,8 @@ def create_loss(
             entry's own options.
         embedding_dim: Embedding width ``D`` (for losses with weights: ArcFace, proxies, heads).
         num_classes: Number of training classes ``C``, or ``None`` when the data has no labels.
+        siblings: The parts of a "hybrid" built so far, by key, for entries that read one of
+            them (a consistency loss on a classifier's probabilities).
 
     Raises:
         ValueError: Unknown name (the message lists the valid names) or an option the entry does
@@ -247,7 +301,7 @@ def create_loss(
         raise ValueError(f"a loss spec is a name or a mapping with a 'name' key, got {spec!r}")
     factory = LOSSES.get(name)
     accepted = inspect.signature(factory).parameters
-    context = {"embedding_dim": embedding_dim, "num_classes": num_classes}
+    context = {"embedding_dim": embedding_dim, "num_classes": num_classes, "siblings": siblings or {}}
     unknown = sorted(set(options) - set(accepted) | set(options) & set(context))
     if unknown:
         valid = ", ".join(sorted(key for key in accepted if key not in context)) or "(none)"

@@ -7,6 +7,9 @@ All need class labels and ``num_classes``; each owns parameters the optimiser mu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
@@ -19,32 +22,86 @@ from lookalike.losses.base import (
     require_positive,
     stack_views,
 )
+from lookalike.models.classifier import Classifier
+from lookalike.models.heads import hidden_layers
 
 
 class ClassifierHead(nn.Module):
-    """Linear classifier on embeddings, or a cosine one (Wang et al. 2017, NormFace).
+    """Linear classifier on embeddings, a cosine one (Wang et al. 2017, NormFace), or an MLP.
 
     Args:
         embedding_dim: Input width ``D``.
         num_classes: Output width ``C``.
         normalized: Logits are ``scale * cos(x, w_c)`` (no bias) instead of ``x W^T + b``.
         scale: Logit scale of the cosine classifier (> 0).
+        hidden: Widths of hidden layers before the last linear layer (an MLP classifier, each
+            ``Linear -> [BatchNorm] -> activation -> Dropout``); empty for none.
+        dropout: Dropout after each hidden activation.
+        batchnorm: ``BatchNorm1d`` after each hidden ``Linear``.
+        activation: Hidden activation, a name of :data:`~lookalike.models.heads.ACTIVATIONS`.
+
+    Attributes:
+        hidden: The hidden layers (an empty ``nn.Sequential`` without them).
+        linear: The last layer, ``(C, width)`` weight.
     """
 
     def __init__(
-        self, embedding_dim: int, num_classes: int, normalized: bool = False, scale: float = 16.0
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        normalized: bool = False,
+        scale: float = 16.0,
+        hidden: Sequence[int] = (),
+        dropout: float = 0.0,
+        batchnorm: bool = True,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
-        self.linear = nn.Linear(embedding_dim, num_classes, bias=not normalized)
+        if normalized and hidden:
+            raise ValueError("a classifier head is either normalized (cosine) or an MLP, not both")
+        self.mlp_options = {
+            "hidden": [int(width) for width in hidden],
+            "dropout": float(dropout),
+            "batchnorm": bool(batchnorm),
+            "activation": activation,
+        }
+        # The same layers, in the same order, as models.classifier.MLPClassifier.
+        self.hidden = nn.Sequential(
+            *hidden_layers(embedding_dim, self.mlp_options["hidden"], dropout, batchnorm, activation)
+        )
+        width = int(hidden[-1]) if hidden else embedding_dim
+        self.linear = nn.Linear(width, num_classes, bias=not normalized)
         self.normalized = normalized
         self.scale = scale
+        self.embedding_dim = embedding_dim
+        self.num_classes = num_classes
 
     def forward(self, embeddings: Tensor) -> Tensor:
         """``(N, D)`` embeddings → ``(N, C)`` logits."""
         if self.normalized:
             centres = F.normalize(self.linear.weight, dim=1)
             return self.scale * F.normalize(embeddings, dim=1) @ centres.T
-        return self.linear(embeddings)
+        return self.linear(self.hidden(embeddings))
+
+    def export(self, activation: str, classes: Sequence[str] | None) -> Classifier:
+        """A standalone :class:`~lookalike.models.classifier.Classifier` with these weights."""
+        if self.normalized:
+            classifier = Classifier("cosine", self.embedding_dim, self.num_classes, activation,
+                                    {"scale": self.scale}, classes)
+            state = {"head.weight": self.linear.weight}
+        elif self.mlp_options["hidden"]:
+            classifier = Classifier("mlp", self.embedding_dim, self.num_classes, activation,
+                                    self.mlp_options, classes)
+            last = len(self.hidden)
+            state = {f"head.layers.{key}": value for key, value in self.hidden.state_dict().items()}
+            state.update({f"head.layers.{last}.{key}": value
+                          for key, value in self.linear.state_dict().items()})
+        else:
+            classifier = Classifier("linear", self.embedding_dim, self.num_classes, activation,
+                                    None, classes)
+            state = {f"head.linear.{key}": value for key, value in self.linear.state_dict().items()}
+        classifier.load_state_dict({key: value.detach().clone() for key, value in state.items()})
+        return classifier.eval()
 
 
 class ClassLoss(RetrievalLoss):
@@ -57,6 +114,8 @@ class ClassLoss(RetrievalLoss):
     criterion: nn.Module
 
     needs_labels = True
+    classifier_activation: ClassVar[str] = "softmax"
+    """How :meth:`class_probabilities` turns logits into probabilities ("softmax", "sigmoid")."""
 
     def __init__(self, num_classes: int | None) -> None:
         super().__init__()
@@ -76,6 +135,30 @@ class ClassLoss(RetrievalLoss):
                 f"got {int(labels.min())}..{int(labels.max())}"
             )
         return labels.long()
+
+    def answering_classifier(self) -> ClassLoss:
+        """This loss: its class weights answer queries."""
+        return self
+
+    def class_logits(self, embeddings: Tensor) -> Tensor:
+        """``(N, D)`` embeddings -> ``(N, C)`` logits of this loss's class weights."""
+        raise NotImplementedError(f"{type(self).__name__} must implement class_logits")
+
+    def class_probabilities(self, embeddings: Tensor) -> Tensor:
+        """``(N, D)`` -> ``(N, C)`` probabilities (:attr:`classifier_activation` of the logits)."""
+        logits = self.class_logits(embeddings.float())
+        if self.classifier_activation == "sigmoid":
+            return torch.sigmoid(logits)
+        return logits.softmax(dim=1)
+
+    def export_classifier(self, classes: Sequence[str] | None) -> Classifier:
+        """A standalone :class:`~lookalike.models.classifier.Classifier` with these class weights,
+        to keep with the exported model.
+
+        Args:
+            classes: The ``C`` class names in label-code order, or ``None``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement export_classifier")
 
     def class_rows(
         self, embeddings: Tensor, labels: Tensor, positive_embeddings: Tensor | None
@@ -129,6 +212,20 @@ class ArcFaceLoss(ClassLoss):
         self.criterion = pml_losses.ArcFaceLoss(
             num_classes=self.num_classes, embedding_size=embedding_dim, margin=margin, scale=scale
         )
+        self.scale = scale
+
+    def class_logits(self, embeddings: Tensor) -> Tensor:
+        """``s * cos(x, w_c)``: the class centres without the training margin."""
+        centres = F.normalize(self.criterion.W.T, dim=1)
+        return self.scale * F.normalize(embeddings, dim=1) @ centres.T
+
+    def export_classifier(self, classes: Sequence[str] | None) -> Classifier:
+        """The class centres as a ``"cosine"`` classifier of scale ``s``."""
+        width, count = self.criterion.W.shape
+        classifier = Classifier("cosine", width, count, self.classifier_activation,
+                                {"scale": self.scale}, classes)
+        classifier.load_state_dict({"head.weight": self.criterion.W.detach().T.clone()})
+        return classifier.eval()
 
 
 @register_loss("proxy_anchor")
@@ -163,6 +260,20 @@ class ProxyAnchorLoss(ClassLoss):
         self.criterion = pml_losses.ProxyAnchorLoss(
             num_classes=self.num_classes, embedding_size=embedding_dim, margin=margin, alpha=alpha
         )
+        self.alpha = alpha
+
+    def class_logits(self, embeddings: Tensor) -> Tensor:
+        """``alpha * cos(x, p_c)`` against the proxies."""
+        proxies = F.normalize(self.criterion.proxies, dim=1)
+        return self.alpha * F.normalize(embeddings, dim=1) @ proxies.T
+
+    def export_classifier(self, classes: Sequence[str] | None) -> Classifier:
+        """The proxies as a ``"cosine"`` classifier of scale ``alpha``."""
+        count, width = self.criterion.proxies.shape
+        classifier = Classifier("cosine", width, count, self.classifier_activation,
+                                {"scale": self.alpha}, classes)
+        classifier.load_state_dict({"head.weight": self.criterion.proxies.detach().clone()})
+        return classifier.eval()
 
 
 @register_loss("cross_entropy")
@@ -178,6 +289,10 @@ class CrossEntropyLoss(ClassLoss):
         label_smoothing: Mass in ``[0, 1)`` spread uniformly over classes (Szegedy et al. 2016).
         normalized: Cosine classifier ``scale * cos(x, w_c)`` instead of a linear layer.
         scale: Logit scale of the cosine classifier (> 0).
+        hidden: Hidden widths of an MLP classifier (see :class:`ClassifierHead`); empty: linear.
+        dropout: Dropout after each hidden activation of the MLP.
+        batchnorm: BatchNorm after each hidden layer of the MLP.
+        activation: Hidden activation of the MLP.
 
     Attributes:
         head: The :class:`ClassifierHead`.
@@ -191,6 +306,10 @@ class CrossEntropyLoss(ClassLoss):
         label_smoothing: float = 0.0,
         normalized: bool = False,
         scale: float = 16.0,
+        hidden: Sequence[int] = (),
+        dropout: float = 0.0,
+        batchnorm: bool = True,
+        activation: str = "relu",
     ) -> None:
         super().__init__(num_classes)
         if not 0.0 <= label_smoothing < 1.0:
@@ -200,8 +319,14 @@ class CrossEntropyLoss(ClassLoss):
         require_positive(self.name, "scale", scale)
         self.label_smoothing = label_smoothing
         self.head = ClassifierHead(
-            embedding_dim, self.num_classes, normalized=normalized, scale=scale
+            embedding_dim, self.num_classes, normalized, scale, hidden, dropout, batchnorm, activation
         )
+
+    def class_logits(self, embeddings: Tensor) -> Tensor:
+        return self.head(embeddings)
+
+    def export_classifier(self, classes: Sequence[str] | None) -> Classifier:
+        return self.head.export(self.classifier_activation, classes)
 
     def compute_loss(
         self,
@@ -220,17 +345,24 @@ class CrossEntropyLoss(ClassLoss):
 class BCELoss(ClassLoss):
     """Multi-label binary cross-entropy of a classifier head, averaged over samples and classes.
 
-    Labels are ``(B, C)`` multi-hot, or ``(B,)`` integer classes (one-hot encoded here).
+    Labels are ``(B, C)`` multi-hot, or ``(B,)`` integer classes (one-hot encoded here). Its
+    probabilities are the sigmoid of each logit (multi-label), not a softmax.
 
     Args:
         embedding_dim: Embedding width ``D``.
         num_classes: Class count ``C``.
         normalized: Cosine classifier ``scale * cos(x, w_c)`` instead of a linear layer.
         scale: Logit scale of the cosine classifier (> 0).
+        hidden: Hidden widths of an MLP classifier (see :class:`ClassifierHead`); empty: linear.
+        dropout: Dropout after each hidden activation of the MLP.
+        batchnorm: BatchNorm after each hidden layer of the MLP.
+        activation: Hidden activation of the MLP.
 
     Attributes:
         head: The :class:`ClassifierHead`.
     """
+
+    classifier_activation = "sigmoid"
 
     def __init__(
         self,
@@ -239,12 +371,22 @@ class BCELoss(ClassLoss):
         num_classes: int | None,
         normalized: bool = False,
         scale: float = 16.0,
+        hidden: Sequence[int] = (),
+        dropout: float = 0.0,
+        batchnorm: bool = True,
+        activation: str = "relu",
     ) -> None:
         super().__init__(num_classes)
         require_positive(self.name, "scale", scale)
         self.head = ClassifierHead(
-            embedding_dim, self.num_classes, normalized=normalized, scale=scale
+            embedding_dim, self.num_classes, normalized, scale, hidden, dropout, batchnorm, activation
         )
+
+    def class_logits(self, embeddings: Tensor) -> Tensor:
+        return self.head(embeddings)
+
+    def export_classifier(self, classes: Sequence[str] | None) -> Classifier:
+        return self.head.export(self.classifier_activation, classes)
 
     def compute_loss(
         self,

@@ -56,9 +56,14 @@ class CLIPLoss(RetrievalLoss):
         self.max_scale = max_scale
         self.pairs = pairs
 
-    def validate(self, *, has_labels: bool, has_text: bool, has_views: bool) -> None:
+    def validate(
+        self, *, has_labels: bool, has_text: bool, has_views: bool, has_view_pairs: bool = False
+    ) -> None:
         """As :meth:`RetrievalLoss.validate`, also checking the chosen ``pairs`` source."""
-        super().validate(has_labels=has_labels, has_text=has_text, has_views=has_views)
+        super().validate(
+            has_labels=has_labels, has_text=has_text, has_views=has_views,
+            has_view_pairs=has_view_pairs,
+        )
         if self.pairs == "text" and not has_text:
             raise ValueError(f"loss {self.name!r} with pairs='text' needs a caption column")
         if self.pairs == "views" and not has_views:

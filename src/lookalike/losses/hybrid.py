@@ -5,7 +5,15 @@
 
 returns ``{"loss": 1.0 * ce + 0.5 * contrastive, "cross_entropy": ce, "contrastive": contrastive}``
 (the parts unweighted). Two parts of one kind need distinct ``key`` s:
-``{"name": "triplet", "key": "triplet_hard", "miner": "hard"}``.
+``{"name": "triplet", "key": "triplet_hard", "miner": "hard"}``. A part's diagnostics (keys
+``<name>_<what>``, e.g. a ramp-up factor or SimSiam's output std) are passed on as
+``<key>_<what>`` and are not added to the total.
+
+Parts are built in order and a part may read an earlier one: a consistency part on class
+probabilities uses the classifier part named by its ``classifier`` option (the competition line:
+``[{name: arcface}, {name: bce}, {name: consistency_mse, classifier: bce, weight: 100}]``). The
+hybrid's own ``classifier`` option names the part whose class weights are exported with the model
+and answer queries (default: the first part that has class weights).
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lookalike.losses.base import RetrievalLoss, create_loss, register_loss
+from lookalike.losses.base import RetrievalLoss, ViewPairs, create_loss, register_loss
+from lookalike.losses.classification import ClassLoss
 
 
 @register_loss("hybrid")
@@ -29,6 +38,8 @@ class HybridLoss(RetrievalLoss):
             default 1.0) and ``key`` (the log name, default the loss name).
         embedding_dim: Embedding width ``D``, passed to the parts.
         num_classes: Class count ``C`` or ``None``, passed to the parts.
+        classifier: Key of the part whose class weights answer queries (and are exported with
+            the model); ``None``: the first part that has class weights, if any.
 
     Attributes:
         parts: ``nn.ModuleDict`` of the part losses by key (their parameters are this module's).
@@ -41,6 +52,7 @@ class HybridLoss(RetrievalLoss):
         *,
         embedding_dim: int,
         num_classes: int | None,
+        classifier: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(parts, (str, Mapping)) or not isinstance(parts, Sequence) or not parts:
@@ -65,18 +77,45 @@ class HybridLoss(RetrievalLoss):
                     "give the part a distinct 'key'"
                 )
             self.parts[key] = create_loss(
-                options, embedding_dim=embedding_dim, num_classes=num_classes
+                options, embedding_dim=embedding_dim, num_classes=num_classes,
+                siblings=dict(self.parts),
             )
             self.weights[key] = weight
         members = list(self.parts.values())
         self.needs_labels = any(part.needs_labels for part in members)
         self.needs_pairs = any(part.needs_pairs for part in members)
         self.needs_labels_or_views = any(part.needs_labels_or_views for part in members)
+        self.needs_view_pairs = any(part.needs_view_pairs for part in members)
+        self.classifier_key = self._classifier_key(classifier)
 
-    def validate(self, *, has_labels: bool, has_text: bool, has_views: bool) -> None:
+    def _classifier_key(self, classifier: str | None) -> str | None:
+        with_weights = [key for key, part in self.parts.items() if isinstance(part, ClassLoss)]
+        if classifier is None:
+            return with_weights[0] if with_weights else None
+        if classifier not in with_weights:
+            raise ValueError(
+                f"hybrid classifier {classifier!r} is not a part with class weights; "
+                f"those are: {', '.join(with_weights) or '(none)'}"
+            )
+        return classifier
+
+    def answering_classifier(self) -> ClassLoss | None:
+        """The part named by ``classifier`` (or the first with class weights), else ``None``."""
+        if self.classifier_key is None:
+            return None
+        part = self.parts[self.classifier_key]
+        assert isinstance(part, ClassLoss)  # checked in __init__
+        return part
+
+    def validate(
+        self, *, has_labels: bool, has_text: bool, has_views: bool, has_view_pairs: bool = False
+    ) -> None:
         """Every part's :meth:`RetrievalLoss.validate`; the first failure is raised."""
         for part in self.parts.values():
-            part.validate(has_labels=has_labels, has_text=has_text, has_views=has_views)
+            part.validate(
+                has_labels=has_labels, has_text=has_text, has_views=has_views,
+                has_view_pairs=has_view_pairs,
+            )
 
     def forward(
         self,
@@ -85,25 +124,37 @@ class HybridLoss(RetrievalLoss):
         *,
         text_embeddings: Tensor | None = None,
         positive_embeddings: Tensor | None = None,
+        view_pairs: ViewPairs | None = None,
+        step: int = 0,
     ) -> dict[str, Tensor]:
         """Each part on the batch (see :meth:`RetrievalLoss.forward`).
 
         Returns:
-            ``{"loss": weighted sum, <key>: unweighted part value, ...}``.
+            ``{"loss": weighted sum, <key>: unweighted part value, <key>_<what>: diagnostic}``;
+            a part that scales its own value (a ramp-up) enters the sum scaled.
         """
         self.validate(
             has_labels=labels is not None,
             has_text=text_embeddings is not None,
             has_views=positive_embeddings is not None,
+            has_view_pairs=view_pairs is not None,
         )
         result: dict[str, Tensor] = {}
+        terms = []
         for key, part in self.parts.items():
             parts = part(
                 embeddings,
                 labels,
                 text_embeddings=text_embeddings,
                 positive_embeddings=positive_embeddings,
+                view_pairs=view_pairs,
+                step=step,
             )
-            result[key] = parts["loss"]
-        total = torch.stack([self.weights[key] * value for key, value in result.items()]).sum()
-        return {"loss": total, **result}
+            terms.append(self.weights[key] * parts["loss"])
+            result[key] = parts.get(part.name, parts["loss"])
+            prefix = f"{part.name}_"
+            result.update(
+                {f"{key}_{name.removeprefix(prefix)}": value
+                 for name, value in parts.items() if name.startswith(prefix)}
+            )
+        return {"loss": torch.stack(terms).sum(), **result}

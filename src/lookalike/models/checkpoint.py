@@ -1,9 +1,16 @@
-"""Saving and loading embedders: ``model.safetensors`` + ``embedder.json`` in one folder.
+"""Saving and loading embedders: a model folder.
 
-``embedder.json`` holds the config that rebuilds the architecture, the preprocessing and the
-fingerprint; :func:`load_embedder` rebuilds with random weights (no network), loads the tensors
-strictly and checks the fingerprint, so a saved model re-embeds with exactly the same transform
-and outputs.
+::
+
+    model.safetensors   the weights
+    embedder.json       the config that rebuilds the architecture, the preprocessing, the
+                        fingerprint
+    manifest.json       kind "model", size and SHA-256 of both files, the fingerprint; written last
+
+The folder is built beside its target and swapped in whole (:mod:`lookalike.utils.folders`).
+:func:`load_embedder` verifies the manifest, rebuilds with random weights (no network), loads the
+tensors strictly and checks the fingerprint, so a saved model re-embeds with exactly the same
+transform and outputs.
 """
 
 from __future__ import annotations
@@ -17,7 +24,14 @@ from typing import Any
 from lookalike.models.embedder import Embedder, create_embedder
 from lookalike.models.preprocessing import Preprocessing
 from lookalike.models.training_checkpoint import load_embedder_from_checkpoint
-from lookalike.utils.atomic import atomic_path, atomic_write_json
+from lookalike.utils.folders import (
+    ArtefactError,
+    atomic_folder,
+    check_replaceable,
+    verify_folder,
+    write_manifest,
+)
+from lookalike.utils.readers import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -25,53 +39,61 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "embedder.json"
 FORMAT = "lookalike-embedder"
 FORMAT_VERSION = 1
+MODEL_KIND = "model"
+_RESAVE = "save or export the model again"
 
 
 def save_embedder(embedder: Embedder, folder: str | os.PathLike[str]) -> Path:
-    """Write ``folder/model.safetensors`` and ``folder/embedder.json`` atomically.
-
-    The weights are written first and the JSON last, so a folder with an ``embedder.json`` always
-    has the weights it describes.
+    """Write ``folder/model.safetensors``, ``folder/embedder.json`` and the manifest, swapped in
+    whole.
 
     Returns:
         The folder.
+
+    Raises:
+        ArtefactError: ``folder`` holds something other than a saved model.
     """
     from safetensors.torch import save_model
 
     folder = Path(folder)
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_model(embedder, str(tmp))
-    atomic_write_json(
-        folder / CONFIG_FILE,
-        {
+    check_replaceable(folder, MODEL_KIND, (CONFIG_FILE,))
+    fingerprint = embedder.fingerprint()
+    with atomic_folder(folder) as build:
+        save_model(embedder, str(build / WEIGHTS_FILE))
+        description = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "config": embedder.config,
             "preprocessing": embedder.preprocessing.to_dict(),
             "embedding_dim": embedder.embedding_dim,
-            "fingerprint": embedder.fingerprint(),
-        },
-    )
-    logger.info("saved embedder %s to %s", embedder.fingerprint(), folder)
+            "fingerprint": fingerprint,
+        }
+        (build / CONFIG_FILE).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+        write_manifest(build, MODEL_KIND, fingerprint)
+    logger.info("saved embedder %s to %s", fingerprint, folder)
     return folder
 
 
 def read_embedder_info(folder_or_file: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed ``embedder.json`` of a saved embedder (config, preprocessing, fingerprint)."""
-    config_path = _folder(folder_or_file) / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"{config_path} does not exist; is this a folder save_embedder wrote?"
-        )
-    try:
-        info = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{config_path} is not valid JSON: {exc}") from exc
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ValueError(f"{config_path} is not a lookalike embedder description")
+    """The parsed ``embedder.json`` of a saved embedder (config, preprocessing, fingerprint),
+    after verifying the folder's manifest.
+
+    Raises:
+        FileNotFoundError: The folder does not exist.
+        ArtefactError: The folder is unfinished or damaged, or ``embedder.json`` is not an
+            embedder description (one line naming the file).
+    """
+    folder = _folder(folder_or_file)
+    verify_folder(folder, MODEL_KIND)
+    config_path = folder / CONFIG_FILE
+    info = read_json_object(config_path, _RESAVE)
+    if info.get("format") != FORMAT:
+        raise ArtefactError(f"{config_path} is not a lookalike embedder description; {_RESAVE}")
     missing = [key for key in ("config", "preprocessing", "fingerprint") if key not in info]
     if missing:
-        raise ValueError(f"{config_path} lacks {', '.join(missing)}")
+        raise ArtefactError(f"{config_path} lacks {', '.join(missing)}; {_RESAVE}")
+    if not isinstance(info["config"], dict) or not isinstance(info["preprocessing"], dict):
+        raise ArtefactError(f"{config_path}: config and preprocessing must be objects; {_RESAVE}")
     return info
 
 
@@ -91,22 +113,23 @@ def load_embedder(folder_or_file: str | os.PathLike[str]) -> Embedder:
     folder = _folder(folder_or_file)
     info = read_embedder_info(folder)
     weights_path = folder / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"{weights_path} does not exist; the saved embedder is incomplete")
     config = dict(info["config"])
     try:
         preprocessing = Preprocessing.from_dict(info["preprocessing"])
         embedder = create_embedder(**config, weights=None)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{folder / CONFIG_FILE} describes no buildable embedder: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ArtefactError(
+            f"{folder / CONFIG_FILE} describes no buildable embedder ({reason}); {_RESAVE}"
+        ) from None
     embedder.preprocessing = preprocessing
     try:
         missing, unexpected = load_model(embedder, str(weights_path), strict=False)
     except Exception as exc:  # safetensors raises its own error types on corrupt headers
         reason = " ".join(str(exc).split())
-        raise ValueError(
+        raise ArtefactError(
             f"cannot load {weights_path} into the described embedder: {reason}"
-        ) from exc
+        ) from None
     if missing or unexpected:
         raise ValueError(
             f"cannot load {weights_path} into the described embedder: "

@@ -1,11 +1,13 @@
 """Embedding heads: pooled descriptor ``(B, C)`` -> embedding ``(B, D)``.
 
 Heads are named by spec strings ``"name:arg:arg"``: ``"none"`` (or ``"identity"``), ``"linear:D"``
-and ``"mlp:D"`` / ``"mlp:H:D"``. Each head exposes its output width as ``out_dim``.
+and ``"mlp:D"`` / ``"mlp:H:D"`` / ``"mlp:H1:H2:D"`` (options ``dropout``, ``batchnorm``, ``activation``).
+Each head exposes its output width as ``out_dim``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -74,34 +76,70 @@ class LinearHead(nn.Module):
         return self.projection(self.dropout(descriptors))
 
 
+ACTIVATIONS: Registry[nn.Module] = Registry("activation")
+"""Activations of the hidden layers of ``"mlp"`` heads, by name."""
+ACTIVATIONS.register("gelu")(nn.GELU)
+ACTIVATIONS.register("relu")(nn.ReLU)
+ACTIVATIONS.register("silu")(nn.SiLU)
+ACTIVATIONS.register("tanh")(nn.Tanh)
+
+
+def hidden_layers(
+    in_dim: int,
+    widths: Sequence[int],
+    dropout: float = 0.0,
+    batchnorm: bool = True,
+    activation: str = "gelu",
+) -> list[nn.Module]:
+    """``Linear -> [BatchNorm1d] -> activation -> Dropout`` for each width in ``widths``."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for size in widths:
+        layers.append(nn.Linear(width, int(size)))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(int(size)))
+        layers += [ACTIVATIONS.create(activation), nn.Dropout(dropout)]
+        width = int(size)
+    return layers
+
+
 @HEADS.register("mlp")
 class MLPHead(nn.Module):
-    """Two-layer projection ``Linear -> BatchNorm -> GELU -> Dropout -> Linear`` (the projection
-    head of Chen et al., "A Simple Framework for Contrastive Learning of Visual
-    Representations", ICML 2020).
+    """A multi-layer projection: ``L`` hidden layers ``Linear -> [BatchNorm] -> activation ->
+    Dropout``, then a last ``Linear`` (the projection head of Chen et al., "A Simple Framework for
+    Contrastive Learning of Visual Representations", ICML 2020, made as deep as asked).
 
-    ``"mlp:D"`` keeps the hidden width equal to the input width; ``"mlp:H:D"`` sets it.
+    The spec's widths are the hidden widths then the output width: ``"mlp:D"`` is one hidden layer
+    as wide as the input, ``"mlp:H:D"`` one of width ``H``, ``"mlp:H1:H2:D"`` two, and so on.
 
     Args:
         in_dim: Descriptor width ``C``.
-        first: ``D`` when ``second`` is omitted, else the hidden width ``H``.
-        second: ``D`` when given.
-        dropout: Dropout probability after the activation.
+        *widths: ``D`` alone, or the hidden widths then ``D``.
+        dropout: Dropout probability after each hidden activation.
+        batchnorm: ``BatchNorm1d`` after each hidden ``Linear``.
+        activation: A name of :data:`ACTIVATIONS` ("gelu", "relu", "silu", "tanh").
+
+    Attributes:
+        layers: The ``nn.Sequential``; with the defaults and one hidden layer it is
+            ``Linear, BatchNorm1d, GELU, Dropout, Linear``.
     """
 
     def __init__(
-        self, in_dim: int, first: int, second: int | None = None, *, dropout: float = 0.0
+        self,
+        in_dim: int,
+        *widths: int,
+        dropout: float = 0.0,
+        batchnorm: bool = True,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
-        hidden, out_dim = (in_dim, first) if second is None else (first, second)
-        self.out_dim = out_dim
-        self.layers = nn.Sequential(
-            nn.Linear(in_dim, hidden),
-            nn.BatchNorm1d(hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, out_dim),
-        )
+        if not widths:
+            raise TypeError("the mlp head needs its output width: 'mlp:D' or 'mlp:H:...:D'")
+        hidden = [in_dim] if len(widths) == 1 else list(widths[:-1])
+        self.out_dim = widths[-1]
+        layers = hidden_layers(in_dim, hidden, dropout, batchnorm, activation)
+        layers.append(nn.Linear(hidden[-1], self.out_dim))
+        self.layers = nn.Sequential(*layers)
 
     def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
         return self.layers(descriptors)

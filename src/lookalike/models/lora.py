@@ -277,10 +277,12 @@ def default_lora_targets(backbone: Backbone) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for names in DEFAULT_LORA_TARGETS.values() for n in names))
 
 
-def lora_target_modules(backbone: Backbone, targets: Sequence[str]) -> list[str]:
+def lora_target_modules(
+    backbone: Backbone, targets: Sequence[str], first_block: int = 0
+) -> list[str]:
     """Paths (relative to ``backbone``) of the ``nn.Linear`` layers inside ``backbone.blocks()``
-    whose last path component is one of ``targets``."""
-    blocks = [f"{name}." for name, _ in backbone.blocks()]
+    (from block ``first_block`` on) whose last path component is one of ``targets``."""
+    blocks = [f"{name}." for name, _ in backbone.blocks()[first_block:]]
     wanted = set(targets)
     return [
         name
@@ -326,10 +328,15 @@ def add_lora(
     dropout: float = DEFAULT_LORA_DROPOUT,
     targets: Sequence[str] | None = None,
     alternatives: Sequence[str] = (),
+    first_block: int = 0,
 ) -> None:
     """Put LoRA adapters of rank ``r`` on the ``nn.Linear`` layers named ``targets`` (last path
     component) in the blocks of ``backbone``, in place; a backbone already adapted at rank ``r``
     is left as it is.
+
+    With ``first_block = N`` only blocks ``N, N+1, ...`` of ``backbone.blocks()`` are adapted and
+    the earlier ones keep their pre-trained features exactly (the distractor-competition work
+    adapted blocks 16+ of a 32-block ViT).
 
     open_clip attention is split into separate projections first
     (:func:`split_multihead_attention`).
@@ -342,6 +349,7 @@ def add_lora(
         targets: Last path components of the layers to adapt; ``None`` for the family's attention
             projections (:data:`DEFAULT_LORA_TARGETS`).
         alternatives: Fine-tuning strategies the error names when no layer fits.
+        first_block: Index (in ``backbone.blocks()``) of the first block to adapt.
 
     Raises:
         ValueError: Adapters of another rank are present, the options are out of range, or no
@@ -358,10 +366,16 @@ def add_lora(
         raise ValueError(
             f"finetune lora_r must be >= 1 and lora_dropout in [0, 1), got {r} and {dropout}"
         )
-    blocks = [f"{name}." for name, _ in backbone.blocks()]
+    count = len(backbone.blocks())
+    if not 0 <= first_block < count:
+        raise ValueError(
+            f"finetune lora_first_block must lie in [0, {count}) for {backbone.name} "
+            f"({count} blocks), got {first_block}"
+        )
+    blocks = [f"{name}." for name, _ in backbone.blocks()[first_block:]]
     split = split_multihead_attention(backbone, blocks)
     targets = targets or default_lora_targets(backbone)
-    modules = lora_target_modules(backbone, targets)
+    modules = lora_target_modules(backbone, targets, first_block)
     if not modules:
         linear = linear_layer_names(backbone)
         if split:

@@ -53,3 +53,30 @@ def build_embedder(spec: ModelSpec) -> Embedder:
         head_kwargs=dict(spec.head_kwargs),
         **dict(spec.backbone_kwargs),
     )
+
+
+def model_spec_from_options(
+    checkpoint: str | None = None,
+    backbone: str | None = None,
+    pool: str | None = None,
+    head: str | None = None,
+    weights: str | None = None,
+) -> ModelSpec:
+    """The :class:`ModelSpec` of options a user gave, None meaning "not given" (the default).
+
+    Raises:
+        ValueError: ``checkpoint`` together with any other option: a saved model carries its own
+            backbone, pooling, head and weights, and the options given would be ignored.
+    """
+    given = {
+        name: value
+        for name, value in (("backbone", backbone), ("pool", pool), ("head", head),
+                            ("weights", weights))
+        if value is not None
+    }
+    if checkpoint and given:
+        named = ", ".join(f"{name}={value}" for name, value in given.items())
+        raise ValueError(
+            f"the checkpoint {checkpoint} carries its own model; give it or {named}, not both"
+        )
+    return ModelSpec(**given, checkpoint=checkpoint)

@@ -22,6 +22,7 @@ from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EmbeddingSet
 from lookalike.index.spec import IndexSpec
 from lookalike.models.spec import ModelSpec
+from lookalike.pipeline.embedding import check_embed_spec
 from lookalike.pipeline.evaluate import EvaluateConfig, EvaluateOutcome, run_evaluation
 from lookalike.pipeline.indexing import build_index
 
@@ -66,7 +67,13 @@ def run_demo(
         batch_size: Images per forward pass.
         num_workers: DataLoader workers decoding images.
         device: "auto", "cpu" or "cuda[:N]".
+
+    Raises:
+        ValueError: A setting that cannot run (a device this machine lacks ...), before
+            anything is written.
     """
+    embed = EmbedSpec(batch_size=batch_size, num_workers=num_workers, device=device)
+    check_embed_spec(embed)
     output = Path(output)
     images = export_fashion_mnist(
         output / "data", "test", images_per_class, source_dir=source_dir, download=download
@@ -76,7 +83,7 @@ def run_demo(
         protocol="per_class",
         protocol_args={"query_fraction": query_fraction, "seed": 0},
         model=ModelSpec(backbone=backbone, pool="gap"),
-        embed=EmbedSpec(batch_size=batch_size, num_workers=num_workers, device=device),
+        embed=embed,
         index=IndexSpec(kind="flat", metric="cosine"),
         output=str(output / "run"),
     )

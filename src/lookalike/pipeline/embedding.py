@@ -15,9 +15,30 @@ from lookalike.data.sources import load_source
 from lookalike.embed.extract import embed_image_set
 from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EmbeddingSet
+from lookalike.embed.tta import AugmentedViews
 from lookalike.models import Embedder
 from lookalike.models.spec import ModelSpec, build_embedder
+from lookalike.utils.devices import check_device
 from lookalike.utils.progress import ProgressFactory, tracker
+
+
+def check_embed_spec(spec: EmbedSpec) -> None:
+    """Refuse settings that cannot embed, before a model is built or an image read.
+
+    Raises:
+        ValueError: One line naming the setting and the value given.
+    """
+    for name, value, least in (
+        ("batch_size", spec.batch_size, 1),
+        ("shard_size", spec.shard_size, 1),
+        ("num_workers", spec.num_workers, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if not spec.shard_seconds > 0:  # NaN fails too
+        raise ValueError(f"shard_seconds must be a positive number, got {spec.shard_seconds!r}")
+    AugmentedViews.parse(spec.tta)
+    check_device(spec.device)
 
 
 def embed_images(
@@ -48,16 +69,18 @@ def embed_images(
         ``info["skipped"]`` lists the images that could not be read.
 
     Raises:
-        ValueError: ``split`` selects no record, or the source spec is invalid.
+        ValueError: ``split`` selects no record, the source spec is invalid, or ``embed`` holds
+            a setting that cannot run (see :func:`check_embed_spec`); nothing is written then.
         FileNotFoundError: The source does not exist.
     """
+    spec = embed or EmbedSpec()
+    check_embed_spec(spec)
     images = source if isinstance(source, ImageSet) else load_source(source)
     if split:
         images = images.split(split)
         if not len(images):
             raise ValueError(f"{source} has no records with split {split!r}")
     embedder = model if isinstance(model, Embedder) else build_embedder(model or ModelSpec())
-    spec = embed or EmbedSpec()
     return embed_image_set(
         embedder,
         images,
@@ -67,5 +90,6 @@ def embed_images(
         device=spec.device,
         tta=tuple(spec.tta),
         shard_size=spec.shard_size,
+        shard_seconds=spec.shard_seconds,
         progress=tracker(progress, f"embedding {images.name}", len(images)),
     )

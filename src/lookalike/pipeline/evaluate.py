@@ -7,17 +7,24 @@ The job a user runs to score a model on a retrieval split::
                                                        ├─► open-set metrics at the threshold
                                                        ├─► variants.csv (baseline of re-ranking)
                                                        ├─► results.csv (when the index is exact)
-                                                       └─► report.html
+                                                       └─► report.html, then manifest.json
 
 The ranking is computed once, by :func:`lookalike.ranking.rank`, and everything downstream reads
 it. Metrics are exact, so an approximate index never flatters or penalises a model; when the
 configured index is approximate (IVF, HNSW, PQ) ``results.csv`` comes from searching it, as a
 deployment would serve it.
+
+The run folder is built beside its target (``.NAME.partial``) and swapped in whole once its
+manifest is written, so a failed or killed run never leaves a half-written folder. Embedding
+images is the long step: a killed run keeps the partial folder's ``embeddings/`` (and nothing
+else of it), and the same command continues from there; a rerun over a finished run reuses the
+shards of its embeddings that still match its manifest.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,21 +32,38 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.config import resolve_config, save_config
-from lookalike.index import INDEXES
+from lookalike.index import INDEXES, get_metric
 from lookalike.index.io import read_index_metadata
 from lookalike.index.result import SearchResult
 from lookalike.metrics import retrieval_metrics
 from lookalike.models import Embedder
 from lookalike.pipeline.evaluate_config import EvaluateConfig, check_evaluate_config
-from lookalike.pipeline.evaluate_inputs import EvaluationInputs, embedding_folders, load_inputs
+from lookalike.pipeline.evaluate_inputs import (
+    EvaluationInputs,
+    embedding_folders,
+    load_inputs,
+    load_precomputed,
+)
 from lookalike.pipeline.open_set import RejectionSpec, rejection_metrics
 from lookalike.pipeline.postprocess import compare_variants, write_variants_csv
 from lookalike.ranking import RANKING_FILE, Ranking, rank
 from lookalike.report.html import build_report
-from lookalike.runs import CONFIG_FILE, RESULTS_FILE, VARIANTS_FILE, RunRecord, RunSettings
+from lookalike.runs import (
+    CONFIG_FILE,
+    EMBEDDINGS_DIR,
+    REPORT_FILE,
+    RESULTS_FILE,
+    RUN_KIND,
+    VARIANTS_FILE,
+    RunRecord,
+    RunSettings,
+)
+from lookalike.search.rejection import check_threshold
 from lookalike.search.topk import search_embeddings, self_exclusion
 from lookalike.search.writers import write_results
+from lookalike.utils.folders import atomic_folder, check_replaceable, link_verified_files
 from lookalike.utils.progress import ProgressFactory, tracker
+from lookalike.utils.vectors import check_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +104,7 @@ def resolve_threshold(spec: RejectionSpec) -> float | None:
         raise ValueError(
             f"the index at {spec.index} stores no threshold; run `lookalike tune-threshold` first"
         )
-    return float(value)
+    return check_threshold(value, f"the threshold stored with the index at {spec.index}")
 
 
 def rank_inputs(
@@ -163,6 +187,15 @@ def compare_postprocessing(
     )
 
 
+def check_inputs(config: EvaluateConfig, inputs: EvaluationInputs) -> None:
+    """Refuse rows that would rank wrongly: NaN or infinite ones, and zero ones under cosine."""
+    cosine = get_metric(config.index.metric).normalize
+    query_name = config.query_embeddings or config.embeddings or f"{config.source} (queries)"
+    gallery_name = config.gallery_embeddings or config.embeddings or f"{config.source} (gallery)"
+    check_vectors(inputs.query.embeddings, f"{query_name} embeddings", cosine)
+    check_vectors(inputs.gallery.embeddings, f"{gallery_name} embeddings", cosine)
+
+
 def run_evaluation(
     config: EvaluateConfig,
     embedder: Embedder | None = None,
@@ -180,16 +213,73 @@ def run_evaluation(
     """
     check_evaluate_config(config)
     threshold = resolve_threshold(config.rejection)
-    inputs = load_inputs(config, embedder, progress)
-    record = RunRecord(config.output)
-    record.root.mkdir(parents=True, exist_ok=True)
-    save_config(config, record.path(CONFIG_FILE))
+    output = Path(config.output)
+    check_replaceable(output, RUN_KIND)
+    _check_inputs_outside(config, output)
+    precomputed = None if config.source else load_precomputed(config)
+    if precomputed is not None:
+        check_inputs(config, precomputed)
+    with atomic_folder(output, resume=precomputed is None) as build:
+        if precomputed is None:
+            _keep_only_embeddings(build, output)
+        inputs = precomputed or load_inputs(config, embedder, progress, build)
+        check_inputs(config, inputs)
+        record = RunRecord(build)
+        ranking, metrics, variants = _write_run(config, inputs, record, threshold, progress)
+        if config.report:
+            build_report(build, verify=False)
+        record.finish(inputs.query.fingerprint)
+    return EvaluateOutcome(
+        metrics,
+        output,
+        output / RESULTS_FILE,
+        inputs.skipped(),
+        variants,
+        ranking,
+        inputs,
+        output / REPORT_FILE if config.report else None,
+    )
 
+
+def _check_inputs_outside(config: EvaluateConfig, output: Path) -> None:
+    """Refuse precomputed embeddings inside the run folder: the run replaces that folder whole."""
+    for given in (config.embeddings, config.query_embeddings, config.gallery_embeddings):
+        if given and Path(given).resolve().is_relative_to(output.resolve()):
+            raise ValueError(
+                f"the embeddings {given} lie inside the run folder {output}, which the run "
+                "replaces; copy them out or choose another output folder"
+            )
+
+
+def _keep_only_embeddings(build: Path, output: Path) -> None:
+    """Clear what a killed run left in ``build`` but its embeddings (the work worth resuming);
+    a fresh build starts from the finished run's embeddings that match its manifest."""
+    for path in build.iterdir():
+        if path.name == EMBEDDINGS_DIR:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if not (build / EMBEDDINGS_DIR).exists():
+        link_verified_files(output, build, under=EMBEDDINGS_DIR)
+
+
+def _write_run(
+    config: EvaluateConfig,
+    inputs: EvaluationInputs,
+    record: RunRecord,
+    threshold: float | None,
+    progress: ProgressFactory | None,
+) -> tuple[Ranking, dict[str, float], dict[str, dict[str, float]]]:
+    """Rank, serve, score and compare variants, writing every file of the run but the report
+    and the manifest into ``record``; returns the ranking, the metrics and the variants."""
+    save_config(config, record.path(CONFIG_FILE))
     ranking = rank_inputs(config, inputs, progress)
     record.write_ranking(ranking)
     served = served_results(config, inputs, ranking, progress)
     query, gallery = inputs.query, inputs.gallery
-    results_path = write_results(
+    write_results(
         served, query.ids, gallery.ids, gallery.paths, record.path(RESULTS_FILE),
         threshold=threshold,
     )
@@ -207,7 +297,7 @@ def run_evaluation(
     skipped = inputs.skipped()
     if skipped:
         record.write_skipped(skipped)
-    query_folder, gallery_folder = embedding_folders(config, inputs)
+    query_folder, gallery_folder = embedding_folders(config, inputs, record.root)
     record.write_settings(
         RunSettings(
             kind="evaluate",
@@ -220,10 +310,7 @@ def run_evaluation(
             k=config.k,
         )
     )
-    report_path = build_report(record.root) if config.report else None
-    return EvaluateOutcome(
-        metrics, record.root, results_path, skipped, variants, ranking, inputs, report_path
-    )
+    return ranking, metrics, variants
 
 
 def evaluate(

@@ -12,8 +12,11 @@ from lookalike.index.metrics import get_metric
 from lookalike.index.spec import IndexSpec
 from lookalike.metrics import metrics_depth
 from lookalike.models.spec import ModelSpec
+from lookalike.pipeline.embedding import check_embed_spec
 from lookalike.pipeline.open_set import RejectionSpec
 from lookalike.pipeline.postprocess import PostprocessSpec
+from lookalike.search.rejection import check_threshold
+from lookalike.utils.devices import check_device
 
 
 @dataclass
@@ -122,8 +125,32 @@ def check_evaluate_config(config: EvaluateConfig) -> None:
             raise ValueError(f"topk_weights keys must be positive integers, got {key!r}") from None
         if not math.isfinite(float(weight)):
             raise ValueError(f"topk_weights[{key}] must be a finite number, got {weight!r}")
-    threshold = config.rejection.threshold
-    if threshold is not None and not math.isfinite(float(threshold)):
-        raise ValueError(f"the rejection threshold must be a finite number, got {threshold!r}")
+    if config.rejection.threshold is not None and config.rejection.index:
+        raise ValueError(
+            f"give a rejection threshold ({config.rejection.threshold}) or an index whose stored "
+            f"threshold is used ({config.rejection.index}), not both"
+        )
+    check_threshold(config.rejection.threshold, "the rejection threshold")
     get_metric(config.index.metric)
     INDEXES.get(config.index.kind)
+    check_device(config.index.device, allow_auto=False)
+    check_embed_spec(config.embed)
+    if config.postprocess.enabled:
+        _check_postprocess(config.postprocess)
+
+
+def _check_postprocess(spec: PostprocessSpec) -> None:
+    """Counts positive, weights finite, shares in [0, 1]: checked before anything is ranked."""
+    whitening_dim = 1 if spec.whitening_dim is None else spec.whitening_dim  # None: input width
+    counts = (("depth", spec.depth), ("dba_n", spec.dba_n), ("qe_n", spec.qe_n),
+              ("k1", spec.k1), ("k2", spec.k2), ("whitening_dim", whitening_dim))
+    for name, count in counts:
+        _positive_int(count, f"postprocess.{name}")
+    for name, weight in (("dba_alpha", spec.dba_alpha), ("qe_alpha", spec.qe_alpha)):
+        if not math.isfinite(float(weight)):
+            raise ValueError(f"postprocess.{name} must be a finite number, got {weight!r}")
+    shares = (("lambda_value", spec.lambda_value),
+              ("whitening_shrinkage", spec.whitening_shrinkage))
+    for name, share in shares:
+        if not 0.0 <= float(share) <= 1.0:  # NaN fails too
+            raise ValueError(f"postprocess.{name} must lie in [0, 1], got {share!r}")

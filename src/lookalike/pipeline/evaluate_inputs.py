@@ -2,8 +2,9 @@
 
 With a source of images the source is listed and split by the protocol once, and each image is
 embedded once (once in all when the protocol queries every image against all others) into the run
-folder's ``embeddings/``, so an interrupted run resumes where it stopped. Precomputed folders are
-loaded instead. What was loaded (the split, the embedder) is kept for the caller to reuse.
+folder's ``embeddings/`` (the folder being built, which a kill leaves in place), so an interrupted
+run resumes where it stopped. Precomputed folders are loaded, and verified, instead. What was
+loaded (the split, the embedder) is kept for the caller to reuse.
 """
 
 from __future__ import annotations
@@ -87,11 +88,13 @@ def embed_source(
     config: EvaluateConfig,
     embedder: Embedder | None = None,
     progress: ProgressFactory | None = None,
+    run_folder: str | Path | None = None,
 ) -> EvaluationInputs:
-    """Split ``config.source`` by the protocol and embed both sides into the run folder."""
+    """Split ``config.source`` by the protocol and embed both sides into the run folder
+    (``run_folder``, the folder being built; ``config.output`` by default)."""
     split = make_split(load_source(config.source), config.protocol, **config.protocol_args)
     embedder = embedder or build_embedder(config.model)
-    record = RunRecord(config.output)
+    record = RunRecord(config.output if run_folder is None else run_folder)
 
     def embed(images: ImageSet, name: str) -> EmbeddingSet:
         logger.info("embedding %d %s images", len(images), name)
@@ -109,24 +112,29 @@ def load_inputs(
     config: EvaluateConfig,
     embedder: Embedder | None = None,
     progress: ProgressFactory | None = None,
+    run_folder: str | Path | None = None,
 ) -> EvaluationInputs:
-    """The query and gallery embeddings of ``config`` (see the module docstring)."""
+    """The query and gallery embeddings of ``config`` (see the module docstring); images are
+    embedded into ``run_folder`` (``config.output`` by default)."""
     if config.source:
-        return embed_source(config, embedder, progress)
+        return embed_source(config, embedder, progress, run_folder)
     return load_precomputed(config)
 
 
-def embedding_folders(config: EvaluateConfig, inputs: EvaluationInputs) -> tuple[str, str]:
+def embedding_folders(
+    config: EvaluateConfig, inputs: EvaluationInputs, run_folder: str | Path | None = None
+) -> tuple[str, str]:
     """Folders of the query and gallery embeddings as ``run.json`` names them.
 
-    Sides split from one precomputed folder are saved beside the run, so that the run folder
-    alone says what was ranked.
+    Sides split from one precomputed folder are saved beside the run (in ``run_folder``, the
+    folder being built; ``config.output`` by default), so that the run folder alone says what
+    was ranked.
     """
     if config.query_embeddings and config.gallery_embeddings:
         return str(Path(config.query_embeddings).resolve()), str(
             Path(config.gallery_embeddings).resolve()
         )
-    record = RunRecord(config.output)
+    record = RunRecord(config.output if run_folder is None else run_folder)
     gallery_name = "all" if inputs.exclude_self else "gallery"
     if config.embeddings:
         inputs.gallery.save(record.embeddings_dir(gallery_name))

@@ -18,14 +18,17 @@ from typing import Any
 import numpy as np
 
 from lookalike.embed.spec import EmbedSpec
-from lookalike.embed.store import EMBEDDINGS_FILE, EmbeddingSet
-from lookalike.index import Index, create_index, load_index, save_index
+from lookalike.embed.store import EMBEDDINGS_FILE, EmbeddingSet, is_embedding_folder
+from lookalike.index import Index, create_index, get_metric, load_index, save_index
 from lookalike.index.result import SearchResult
 from lookalike.models.spec import ModelSpec, build_embedder
 from lookalike.pipeline.embedding import embed_images
+from lookalike.search.rejection import check_threshold
 from lookalike.search.topk import search, self_exclusion
 from lookalike.search.writers import results_format, write_results
+from lookalike.utils.devices import check_device
 from lookalike.utils.progress import ProgressFactory, tracker
+from lookalike.utils.vectors import check_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +64,22 @@ def build_index(
 
     Returns:
         The built index and its folder.
+
+    Raises:
+        ValueError: An unknown or absent ``device``, a NaN or infinite ``threshold``, or an
+            empty gallery; nothing is written then.
     """
+    check_device(device, allow_auto=False)
+    threshold = check_threshold(threshold, "threshold")
+    gallery_name = None if isinstance(gallery, EmbeddingSet) else Path(gallery)
     if not isinstance(gallery, EmbeddingSet):
         gallery = EmbeddingSet.load(gallery)
     if len(gallery) == 0:
         raise ValueError("the gallery has no embeddings; nothing to index")
+    check_vectors(gallery.embeddings, _name(gallery_name, "gallery"), get_metric(metric).normalize)
     extra = dict(extra or {})
     if threshold is not None:
-        extra["threshold"] = float(threshold)
+        extra["threshold"] = threshold
     index = create_index(kind, gallery.dim, metric, device=device, **params)
     if not index.is_trained:
         rows = np.random.default_rng(seed).permutation(len(gallery))[:train_sample]
@@ -144,12 +155,31 @@ def search_index(
         The ranking, the written file, the query embeddings and the threshold applied.
 
     Raises:
-        ValueError: Queries from another model or of another dimension, ``k < 1``, or an
-            ``output`` that is neither ``.csv`` nor ``.json``.
+        ValueError: Queries from another model or of another dimension, ``k < 1``, a NaN or
+            infinite threshold (given or stored), a threshold together with
+            ``use_threshold=False``, ``query_embeddings_dir`` for queries already embedded, an
+            unknown or absent device, or an ``output`` that is neither ``.csv`` nor ``.json``.
         FileNotFoundError: The index folder or the queries do not exist.
     """
-    results_format(output)  # fail on a bad suffix before embedding anything
-    if isinstance(queries, EmbeddingSet) or (Path(queries) / EMBEDDINGS_FILE).is_file():
+    # Every argument is checked before an image is embedded or a file written.
+    results_format(output)
+    if isinstance(k, bool) or int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if threshold is not None and not use_threshold:
+        raise ValueError(
+            f"a threshold ({threshold}) and no threshold at once: give --threshold or "
+            "--no-threshold, not both"
+        )
+    threshold = check_threshold(threshold, "threshold")
+    check_device(device, allow_auto=False)
+    check_device((embed or EmbedSpec()).device)
+    embedded = isinstance(queries, EmbeddingSet) or is_embedding_folder(queries)
+    if embedded and query_embeddings_dir is not None:
+        raise ValueError(
+            f"the queries are already embeddings; query_embeddings_dir ({query_embeddings_dir}) "
+            "keeps the embeddings of query images only"
+        )
+    if embedded:
         query_set = queries if isinstance(queries, EmbeddingSet) else EmbeddingSet.load(queries)
         index, metadata = load_index(index_folder, query_set.fingerprint, device=device)
     else:
@@ -158,6 +188,9 @@ def search_index(
         query_set = embed_images(
             queries, query_embeddings_dir, model=embedder, embed=embed, progress=progress
         )
+    query_name = Path(queries) if embedded and not isinstance(queries, EmbeddingSet) else None
+    cosine = get_metric(metadata.metric).normalize
+    check_vectors(query_set.embeddings, _name(query_name, "query"), cosine)
     if query_set.dim != metadata.dim:
         raise ValueError(
             f"queries have dimension {query_set.dim} but the index at {index_folder} holds "
@@ -166,7 +199,9 @@ def search_index(
     if not use_threshold:
         threshold = None
     elif threshold is None:
-        threshold = metadata.threshold
+        threshold = check_threshold(
+            metadata.threshold, f"the threshold stored with the index at {index_folder}"
+        )
     exclude_rows = self_exclusion(query_set.ids, metadata.ids) if exclude_self else None
     advance = tracker(progress, "searching", len(query_set))
     result = search(index, query_set.embeddings, k, exclude_rows, progress=advance)
@@ -174,3 +209,8 @@ def search_index(
         result, query_set.ids, metadata.ids, metadata.paths, output, threshold=threshold
     )
     return SearchOutcome(result, path, query_set, threshold)
+
+
+def _name(folder: Path | None, side: str) -> str:
+    """How a message names a set of embeddings: its file, else its side."""
+    return str(folder / EMBEDDINGS_FILE) if folder is not None else f"the {side} embeddings"

@@ -40,6 +40,7 @@ from lookalike.search.thresholds import (
 from lookalike.search.topk import search_embeddings
 from lookalike.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lookalike.utils.progress import ProgressFactory, tracker
+from lookalike.utils.vectors import check_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +261,13 @@ def tune_and_save_threshold(
             cannot make both genuine and distractor queries.
         FileNotFoundError: The embeddings, or a file of the index folder, do not exist.
     """
+    cosine = get_metric(metric).normalize
+    names = ("the query embeddings" if isinstance(query, EmbeddingSet) else str(query),
+             "the gallery embeddings" if isinstance(gallery, EmbeddingSet) else str(gallery))
     query = query if isinstance(query, EmbeddingSet) else EmbeddingSet.load(query)
     gallery = gallery if isinstance(gallery, EmbeddingSet) else EmbeddingSet.load(gallery)
+    check_vectors(query.embeddings, names[0], cosine)
+    check_vectors(gallery.embeddings, names[1], cosine)
     if index is not None:
         _check_threshold_index(index, metric, gallery.fingerprint)
     if exclude_self is None:

@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Literal
 
 from lookalike.embed.store import EmbeddingSet
-from lookalike.index import load_index
+from lookalike.index import get_metric, load_index
 from lookalike.report.submission import (
     NO_MATCH_TOKEN,
     PREDICT_MODES,
     write_competition_json,
     write_kaggle_csv,
 )
+from lookalike.search.rejection import check_threshold
 from lookalike.search.topk import search
+from lookalike.utils.devices import check_device
 from lookalike.utils.progress import ProgressFactory, tracker
+from lookalike.utils.vectors import check_vectors
 
 SUBMISSION_FORMATS = {".csv": "Kaggle CSV", ".json": "competition JSON"}
 # Labels repeat down a ranking: a Kaggle CSV of labels searches this many times k deep.
@@ -89,7 +92,8 @@ def write_submission(
 
     Raises:
         ValueError: An ``output`` suffix other than ``.csv``/``.json``, ``k < 1``, an unknown
-            ``predict``, or queries from another model.
+            ``predict``, a NaN or infinite threshold (given or stored with the index), an
+            unknown or absent ``device``, or queries from another model; nothing is written then.
     """
     output = Path(output)
     suffix = output.suffix.lower()
@@ -99,10 +103,16 @@ def write_submission(
         raise ValueError(f"k must be at least 1, got {k}")
     if suffix == ".csv" and predict not in PREDICT_MODES:
         raise ValueError(f"unknown predict {predict!r}; valid: {', '.join(PREDICT_MODES)}")
+    threshold = check_threshold(threshold, "threshold")
+    check_device(device, allow_auto=False)
     query_set = queries if isinstance(queries, EmbeddingSet) else EmbeddingSet.load(queries)
     index, metadata = load_index(index_folder, query_set.fingerprint, device=device)
+    query_name = "the query embeddings" if isinstance(queries, EmbeddingSet) else str(queries)
+    check_vectors(query_set.embeddings, query_name, get_metric(metadata.metric).normalize)
     if threshold is None:
-        threshold = metadata.threshold
+        threshold = check_threshold(
+            metadata.threshold, f"the threshold stored with the index at {index_folder}"
+        )
     depth = submission_search_depth(k, suffix, predict)
     result = search(
         index, query_set.embeddings, depth,

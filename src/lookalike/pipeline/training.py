@@ -11,6 +11,12 @@
 
 The test split is listed and split once, by the evaluation; its embedder is the exported model
 the evaluation loaded, reused for the training sample. The report reads the saved ranking.
+
+Unlike an ``evaluate`` folder, a training run folder is not built aside and swapped in: Lightning
+writes it in place over many epochs, and a rerun resumes from its ``checkpoints/last.ckpt``. So
+:func:`train` removes the folder's manifest before training and writes it (every file, the
+checkpoints, ``model/`` and ``test/`` included) once the report is written: a folder without a
+manifest is an unfinished run, which readers refuse.
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ from lookalike.embed.spec import EmbedSpec
 from lookalike.models.spec import ModelSpec
 from lookalike.pipeline.embedding import embed_images
 from lookalike.pipeline.evaluate import EvaluateConfig, EvaluateOutcome, run_evaluation
+from lookalike.pipeline.wise_ft import save_training_start, wise_ft_after_training
 from lookalike.report.html import build_report
 from lookalike.runs import TEST_DIR, RunRecord
-from lookalike.train.config import TrainConfig
+from lookalike.train.config import TrainConfig, check_config
 from lookalike.train.run import TrainOutcome, run_training
+from lookalike.utils.folders import read_manifest
 from lookalike.utils.progress import ProgressFactory
 
 logger = logging.getLogger(__name__)
@@ -138,7 +146,8 @@ def train(
         config: A :class:`~lookalike.train.config.TrainConfig`, or a YAML file of its fields
             (see ``configs/``).
         overrides: Dotted ``key=value`` settings applied on top (``"optim.lr=1e-4"``).
-        test: Evaluate the best model on the protocol's test split (``run/test/``).
+        test: Evaluate the best model on the protocol's test split (``run/test/``); with
+            ``wise_ft.enabled`` the interpolated model validation chose.
         report: Write ``report.html`` into the run folder.
         train_sample: Training images embedded for the report's embedding map.
         progress: Receives the progress of the test evaluation.
@@ -150,9 +159,17 @@ def train(
         config = resolve_config(TrainConfig, overrides=overrides, base=config)
     else:
         config = resolve_config(TrainConfig, config, overrides)
+    check_config(config)
+    RunRecord(config.output).unfinish()
+    if config.wise_ft.enabled:
+        save_training_start(config)
     outcome = run_training(config)
+    test = test and config.data.protocol != "train_only"  # nothing to test on: self-supervised
+    if config.wise_ft.enabled:
+        outcome = wise_ft_after_training(config, outcome, progress)
     evaluation = (
         evaluate_trained_model(config, outcome, train_sample, progress=progress) if test else None
     )
-    report_path = build_report(outcome.output) if report else None
+    report_path = build_report(outcome.output, verify=False) if report else None
+    RunRecord(outcome.output).finish(read_manifest(outcome.model_dir).fingerprint)
     return TrainingResult(outcome, evaluation, report_path)

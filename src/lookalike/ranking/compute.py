@@ -24,6 +24,7 @@ from lookalike.index.result import SearchResult
 from lookalike.ranking.gallery_ranks import rank_chunk
 from lookalike.ranking.labels import encode_labels
 from lookalike.ranking.ranking import Ranking
+from lookalike.utils.devices import check_device
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def rank(
         exclude_rows = _check_rows(exclude_rows, num_queries, num_gallery)
     excluded_keys = _excluded_keys(exclude_rows, junk, num_queries, num_gallery)
 
-    device = torch.device(device)
+    device = torch.device(check_device(device, allow_auto=False))
     gallery_tensor = torch.from_numpy(gallery).to(device)
     gallery_codes = torch.from_numpy(codes.gallery).to(device)
     logger.info(

@@ -1,8 +1,9 @@
 """One self-contained HTML page per run: metrics, error analysis, plots and result grids.
 
-``build_report(run_dir)`` reads the run folder (:mod:`lookalike.report.run_folder`), including
-the ranking the job saved (``ranking.npz``: the report never ranks), and writes
-``run_dir/report.html`` atomically. Every image is inlined as a base64 data URI and the page has no external CSS or
+``build_report(run_dir)`` verifies the run folder against its manifest and reads it
+(:mod:`lookalike.report.run_folder`), including the ranking the job saved (``ranking.npz``: the
+report never ranks), and writes ``run_dir/report.html`` atomically, then the run's manifest again
+(a report cut off before that is rewritten by the next ``report``). Every image is inlined as a base64 data URI and the page has no external CSS or
 JavaScript, so it can be mailed or archived as one file. A small inline script records how many
 images decoded (``<body data-images-loaded>``), which the browser test reads back.
 """
@@ -19,8 +20,9 @@ from lookalike.report import sections
 from lookalike.report.analysis import analyse_ranking
 from lookalike.report.markup import escape, note
 from lookalike.report.run_folder import RunFolder, load_run_folder
-from lookalike.runs import REPORT_FILE
+from lookalike.runs import REPORT_FILE, RUN_KIND, RunRecord
 from lookalike.utils.atomic import atomic_write_text
+from lookalike.utils.folders import write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ def build_report(
     grid_queries: int = 5,
     k: int | None = None,
     seed: int = 0,
+    verify: bool = True,
 ) -> Path:
     """Write the HTML report of a run folder.
 
@@ -112,19 +115,29 @@ def build_report(
         grid_queries: Queries per grid (best, worst and random).
         k: Results shown per query; ``run.json``'s ``k`` (else 10) by default.
         seed: Seed of the subsample, the map, the random queries and the sampled pairs.
+        verify: Check the run folder against its manifest first (and write the manifest again
+            after a report written into it); the job still writing the folder, which reports on
+            it before its manifest exists, passes False.
 
     Returns:
         The written page.
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a run folder.
-        ValueError: A file of the run folder is malformed.
+        ValueError: A file of the run folder is malformed; or (an ``ArtefactError``) the folder
+            is unfinished or a file differs from its manifest.
     """
     if grid_queries < 0:
         raise ValueError(f"grid_queries must be >= 0, got {grid_queries}")
     if k is not None and k < 1:
         raise ValueError(f"k must be a positive integer, got {k}")
-    folder = load_run_folder(run_dir)
+    target = Path(output) if output is not None else Path(run_dir) / REPORT_FILE
+    in_folder = target.resolve() == (Path(run_dir) / REPORT_FILE).resolve()
+    if verify and not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist; pass the folder of a run")
+    ignore = (REPORT_FILE,) if in_folder else ()
+    manifest = RunRecord(run_dir).verify(ignore) if verify else None
+    folder = load_run_folder(run_dir, verify=False)
     settings = folder.settings
     metric = settings.metric if settings else "cosine"
     top_k = k or (settings.k if settings else 10)
@@ -162,7 +175,8 @@ def build_report(
     for line in notes:
         subtitle += note(line)
     page = render_page(f"lookalike {kind} report: {folder.root.resolve().name}", subtitle, parts)
-    target = Path(output) if output is not None else folder.root / REPORT_FILE
     atomic_write_text(target, page)
+    if manifest is not None and in_folder:
+        write_manifest(folder.root, RUN_KIND, manifest.fingerprint, manifest.extra)
     logger.info("wrote the report to %s", target)
     return target

@@ -1,7 +1,8 @@
 """Read the files an ``evaluate`` or ``train`` job leaves in its run folder, for the report.
 
-The layout and file names belong to :mod:`lookalike.runs`. Every file is optional; what is absent
-is listed in :attr:`RunFolder.missing` so the report can say so. A file that exists but cannot be
+The layout and file names belong to :mod:`lookalike.runs`. The folder is first verified against
+its manifest (a folder without one was never finished). Every file is optional; what is absent is
+listed in :attr:`RunFolder.missing` so the report can say so. A file that exists but cannot be
 parsed is an error naming the file.
 """
 
@@ -87,18 +88,29 @@ def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
         ) from error
 
 
-def load_run_folder(run_dir: str | Path) -> RunFolder:
+def load_run_folder(
+    run_dir: str | Path, verify: bool = True, ignore: tuple[str, ...] = ()
+) -> RunFolder:
     """Read every file of the run folder layout that exists.
+
+    Args:
+        run_dir: The run folder.
+        verify: Check it against its manifest first; only the job still writing the folder
+            (which reports on it before its manifest exists) passes False.
+        ignore: Files the check leaves out (a report about to be rewritten).
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a folder, or holds none of run.json, metrics.json
             and results.csv.
-        ValueError: A file exists but is malformed.
+        ValueError: A file exists but is malformed; or (an ``ArtefactError``) the folder is
+            unfinished or a file differs from the manifest.
     """
     root = Path(run_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"run folder {root} does not exist; pass the folder of a run")
     folder = RunFolder(root)
+    if verify:
+        folder.record.verify(ignore)
     record = folder.record
     names = (RUN_FILE, METRICS_FILE, VARIANTS_FILE, RESULTS_FILE, HISTORY_FILE, CONFIG_FILE,
              SKIPPED_FILE)

@@ -8,6 +8,10 @@ Two formats are written, both atomically (:mod:`lookalike.utils.atomic`):
   grade MAP@5 over classes, so repeating a class wastes a slot.
 * **Competition JSON**: ``{query_filename: [gallery_filename_1, ..., gallery_filename_k]}``.
 
+Class answers (:class:`~lookalike.search.class_answers.ClassAnswers`, a classifier head's or kNN
+votes' top classes) are a ranking over classes, so :func:`write_class_answers` writes them with the
+same rules: the classes are both the "gallery ids" and the "labels".
+
 Open-set rejection: with a ``rejection_threshold``, a "no match" token (default
 :data:`NO_MATCH_TOKEN`; the whale competition used ``"new_whale"``) is inserted at the first
 rank whose score is worse than the threshold, as in the winning Humpback Whale solutions, so a
@@ -28,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from lookalike.index.result import SearchResult
+from lookalike.search.class_answers import ClassAnswers
 from lookalike.search.rejection import apply_threshold
 from lookalike.utils.atomic import atomic_write_text
 
@@ -218,6 +223,37 @@ def write_kaggle_csv(
     atomic_write_text(path, buffer.getvalue())
     logger.info("wrote %d predictions to %s", len(rows), path)
     return Path(path)
+
+
+def write_class_answers(
+    path: str | os.PathLike[str],
+    answers: ClassAnswers,
+    query_ids: Sequence[str],
+    *,
+    k: int = 5,
+    rejection_threshold: float | None = None,
+    no_match_token: str = NO_MATCH_TOKEN,
+    query_column: str = "Id",
+    prediction_column: str = "Predicted",
+) -> Path:
+    """Write class answers as a Kaggle-style CSV: per query its top-k classes by score, "no
+    match" inserted before the first class whose score (probability) is below the threshold.
+
+    Args:
+        path: Output CSV.
+        answers: The classes of each query, best first, with their scores.
+        query_ids: ``(Q,)`` unique query ids in the answers' row order.
+        k: Predictions per query.
+        rejection_threshold: Probability below which "no match" is inserted; None: never.
+        no_match_token: Written for "no match".
+        query_column: Header of the query column.
+        prediction_column: Header of the prediction column.
+    """
+    return write_kaggle_csv(
+        path, answers.result, query_ids, answers.classes, answers.classes, predict="labels", k=k,
+        rejection_threshold=rejection_threshold, no_match_token=no_match_token,
+        query_column=query_column, prediction_column=prediction_column,
+    )
 
 
 def read_kaggle_csv(

@@ -13,9 +13,36 @@ threshold in :mod:`lookalike.search.thresholds`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from lookalike.index.result import SearchResult
+
+
+def check_threshold(threshold: float | None, name: str = "the rejection threshold") -> float | None:
+    """``threshold`` as a float, None left as None; a NaN or infinite value is refused.
+
+    A NaN threshold would reject every query ("no match" at rank 1) and an infinite one accept
+    or reject all of them: a wrong answer without an error, so it is an error.
+
+    Args:
+        threshold: The threshold given (a number, or text that parses as one).
+        name: What the threshold is, for the message ("--threshold", "the threshold stored
+            in index/index.json").
+
+    Raises:
+        ValueError: One line naming ``name`` and the value given.
+    """
+    if threshold is None:
+        return None
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {threshold!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {threshold!r}")
+    return value
 
 
 def goodness(result: SearchResult) -> np.ndarray:
@@ -51,8 +78,11 @@ def apply_threshold(result: SearchResult, threshold: float) -> np.ndarray:
         ``(Q,)`` int64 0-based position of the first neighbour whose score is worse than
         ``threshold`` (or that is padding), ``k`` when none is: e.g. scores ``[0.9, 0.7, 0.4]``
         with threshold 0.5 give 2, "no match" ranked third.
+
+    Raises:
+        ValueError: ``threshold`` is NaN or infinite.
     """
-    level = goodness_level(threshold, result.higher_is_better)
+    level = goodness_level(check_threshold(threshold), result.higher_is_better)
     return rejection_positions(goodness(result), level)
 
 

@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lookalike.models.training_checkpoint import read_checkpoint
 from lookalike.runs import CURVES_FILE, HISTORY_FILE
 from lookalike.utils.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
@@ -32,7 +33,9 @@ LAST_NAME = "last"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file beside the checkpoint, fsync, then ``os.replace``."""
+    """``torch.save`` to a temporary file beside the checkpoint, fsync, then ``os.replace``; and
+    reading with ``weights_only=True`` whatever the caller (or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``)
+    asks, so a planted ``last.ckpt`` is data, never code that runs."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
@@ -42,6 +45,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
         logger.debug("saved checkpoint %s", path)
+
+    def load_checkpoint(
+        self,
+        path: str | os.PathLike[str],
+        map_location: Any = None,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """The lookalike training checkpoint at ``path``, read with ``weights_only=True`` onto
+        the CPU (:func:`~lookalike.models.training_checkpoint.read_checkpoint`).
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: One line naming ``path``: damaged, not a lookalike training checkpoint,
+                or holding objects whose loading could run code.
+        """
+        del map_location, weights_only  # always the CPU (Lightning moves state later), always safe
+        try:
+            return read_checkpoint(path)
+        except ValueError as error:
+            raise ValueError(f"{error}; delete it to train from the start") from None
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:

@@ -18,6 +18,7 @@ from lookalike.train.augment import AUGMENTATIONS
 from lookalike.train.finetune import FinetuneSpec
 from lookalike.train.loggers import LOGGERS
 from lookalike.train.optim import OptimSpec
+from lookalike.utils.devices import check_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,28 @@ SAMPLERS = ("random", "m_per_class")
 VAL_SPLITS = ("val", "test", "none")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 MONITOR_MODES = ("max", "min")
+
+
+@dataclass
+class UnlabelledSpec:
+    """Unlabelled images drawn beside the labelled ones in every step (semi-supervised training).
+
+    Each step takes a labelled batch and an unlabelled batch of ``ratio`` times its size
+    (Lightning's ``CombinedLoader``); every image of both gives a weak and a strong view, the
+    view pairs that consistency losses compare.
+
+    Attributes:
+        sources: Where the unlabelled images come from, any of: ``"split:test"`` (the query and
+            gallery images of the protocol's test split, labels dropped: transductive), a folder
+            of images (``"images:PATH"`` or a plain path; searched recursively, any class folders
+            ignored), or a source spec (``"folder:PATH"``, ``"csv:FILE"``, a mapping such as
+            ``{type: folder, root: ..., distractor_classes: [...]}``) whose labels are dropped.
+            Images that train or validate with labels are always left out.
+        ratio: Unlabelled images per labelled image in a step (> 0; the competition used 1).
+    """
+
+    sources: list[Any] = field(default_factory=list)
+    ratio: float = 1.0
 
 
 @dataclass
@@ -48,6 +71,12 @@ class DataSpec:
         augment: Train augmentation set: "weak", "strong" or "none" (the eval transform).
         image_size: Input side in pixels instead of the model's own (saved with the model).
         two_views: Give every image a second augmented view (SimCLR-style positives).
+        augment_options: Keyword options of the ``augment`` entry.
+        view_augment: Augmentation of the second view: ``None`` for ``augment`` (SimCLR-style
+            views), except in view pairs for consistency, where ``None`` means "rand_augment".
+        view_augment_options: Keyword options of the ``view_augment`` entry (``{"magnitude": 12,
+            "erasing": 0.5}``).
+        unlabelled: Unlabelled images for semi-supervised training (none by default).
     """
 
     source: Any = None
@@ -62,6 +91,10 @@ class DataSpec:
     augment: str = "weak"
     image_size: int | None = None
     two_views: bool = False
+    augment_options: dict[str, Any] = field(default_factory=dict)
+    view_augment: str | None = None
+    view_augment_options: dict[str, Any] = field(default_factory=dict)
+    unlabelled: UnlabelledSpec = field(default_factory=UnlabelledSpec)
 
 
 @dataclass
@@ -108,6 +141,26 @@ class TrainerSpec:
 
 
 @dataclass
+class WiseFTSpec:
+    """Weight-space ensembling of the fine-tuned and the pre-trained weights after training
+    (WiSE-FT, Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022).
+
+    The model training starts from is saved as ``output/pretrained``; after training every
+    ``theta(alpha) = (1 - alpha) theta_pretrained + alpha theta_finetuned`` of ``alphas`` is scored
+    on the validation set, the best by ``trainer.monitor`` is saved as ``output/wise_ft/model``
+    (with ``curve.csv`` and ``curve.png``) and is the model the test split evaluates. The
+    classifier of the loss is not interpolated: the chosen model is saved without one.
+
+    Attributes:
+        enabled: Do it.
+        alphas: Mixing coefficients tried, in ``[0, 1]`` (1 is the fine-tuned model).
+    """
+
+    enabled: bool = False
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+@dataclass
 class TrainConfig:
     """A training run.
 
@@ -118,6 +171,7 @@ class TrainConfig:
         finetune: Which parameters train (full, frozen, last_n, freeze_then_unfreeze, lora).
         optim: Optimiser, learning rates and schedule.
         trainer: Lightning trainer, validation and early stopping.
+        wise_ft: Weight-space ensembling with the pre-trained weights after training.
         output: Run folder (checkpoints, exported model, metrics, curves, resolved config).
     """
 
@@ -127,6 +181,7 @@ class TrainConfig:
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
+    wise_ft: WiseFTSpec = field(default_factory=WiseFTSpec)
     output: str = "runs/train"
 
 
@@ -135,6 +190,8 @@ def check_config(config: TrainConfig) -> None:
     choices = (
         ("data.sampler", config.data.sampler, SAMPLERS),
         ("data.augment", config.data.augment, AUGMENTATIONS.names()),
+        ("data.view_augment", config.data.view_augment or config.data.augment,
+         AUGMENTATIONS.names()),
         ("data.val_split", config.data.val_split, VAL_SPLITS),
         ("trainer.precision", str(config.trainer.precision), PRECISIONS),
         ("trainer.monitor_mode", config.trainer.monitor_mode, MONITOR_MODES),
@@ -163,6 +220,11 @@ def check_config(config: TrainConfig) -> None:
         )
     if not config.data.source:
         raise ValueError("data.source is not set: give the images to train on (folder:PATH ...)")
+    if config.wise_ft.enabled and config.data.val_split == "none":
+        raise ValueError("wise_ft.enabled chooses alpha on validation: set data.val_split")
+    if not config.data.unlabelled.ratio > 0:
+        raise ValueError(f"data.unlabelled.ratio must be > 0, got {config.data.unlabelled.ratio}")
+    check_accelerator(config.trainer.accelerator, config.trainer.devices)
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:

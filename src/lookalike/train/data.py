@@ -4,6 +4,11 @@ Every random draw of the input pipeline is a function of ``(seed, epoch, image i
 (:mod:`lookalike.train.seeding`): the :class:`~lookalike.train.sampler.EpochSampler` orders each
 epoch and the :class:`~lookalike.train.dataset.TrainDataset` augments each image
 (:mod:`lookalike.train.augment`) under seeds derived from them.
+
+With unlabelled images (semi-supervised training) every step draws a labelled and an unlabelled
+batch together through Lightning's ``CombinedLoader`` (``{"labelled": ..., "unlabelled": ...}``),
+each image with a weak view (``data.augment``) and a strong one (``data.view_augment``); the
+unlabelled stream (:mod:`lookalike.train.unlabelled`) has as many batches as the labelled one.
 """
 
 from __future__ import annotations
@@ -12,29 +17,47 @@ from dataclasses import replace
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Sampler
+from torchvision.transforms import v2
 
 from lookalike.data.dataset import ImageDataset, collate_skipping_broken
 from lookalike.data.protocols import make_split
 from lookalike.data.records import ImageSet, label_codes
-from lookalike.data.sources import load_source
 from lookalike.models.preprocessing import Preprocessing, eval_transform
 from lookalike.train.augment import train_transform
 from lookalike.train.config import DataSpec
 from lookalike.train.dataset import TrainDataset, collate_train
 from lookalike.train.sampler import EpochSampler
+from lookalike.train.seeding import mix_seed
+from lookalike.train.unlabelled import UnlabelledSampler, load_images, unlabelled_images
 from lookalike.train.validation import ValidationSet, validation_set
+
+UNLABELLED_SEED_STREAM = 1
+"""Mixed into the seed of the unlabelled stream, so its draws differ from the labelled one's."""
+DEFAULT_STRONG_AUGMENT = "rand_augment"
+"""The strong view of consistency pairs when ``data.view_augment`` is not set."""
+
+
+def load_training_sets(spec: DataSpec) -> tuple[ImageSet, ValidationSet | None, ImageSet | None]:
+    """Load ``spec.source`` (``"images:PATH"`` for unlabelled images), split it by
+    ``spec.protocol`` and return the train, val and unlabelled sets (the last ``None`` without
+    ``spec.unlabelled.sources``)."""
+    split = make_split(load_images(spec.source), spec.protocol, **spec.protocol_args)
+    if split.train is None or not len(split.train):
+        raise ValueError(
+            f"protocol {spec.protocol!r} left no training images in {spec.source}; use "
+            "class_disjoint, train_only, or a source with a train split column"
+        )
+    sources = list(spec.unlabelled.sources)
+    unlabelled = unlabelled_images(sources, split) if sources else None
+    return split.train, validation_set(split, spec.val_split), unlabelled
 
 
 def load_training_data(spec: DataSpec) -> tuple[ImageSet, ValidationSet | None]:
     """Load ``spec.source``, split it by ``spec.protocol`` and return the train and val sets."""
-    split = make_split(load_source(spec.source), spec.protocol, **spec.protocol_args)
-    if split.train is None or not len(split.train):
-        raise ValueError(
-            f"protocol {spec.protocol!r} left no training images in {spec.source}; use "
-            "class_disjoint, or a source with a train split column"
-        )
-    return split.train, validation_set(split, spec.val_split)
+    train, val, _ = load_training_sets(spec)
+    return train, val
 
 
 def resize_preprocessing(preprocessing: Preprocessing, image_size: int | None) -> Preprocessing:
@@ -54,6 +77,9 @@ class RetrievalDataModule(L.LightningDataModule):
         with_labels: Give batches class labels (codes in first-seen order of ``classes``).
         with_text: Give batches captions.
         two_views: Give batches a second view of each image.
+        unlabelled: Unlabelled images drawn beside every labelled batch (``spec.unlabelled.ratio``
+            times as many), or ``None``; with them every image of both streams has a weak and a
+            strong view.
     """
 
     def __init__(
@@ -66,6 +92,7 @@ class RetrievalDataModule(L.LightningDataModule):
         with_labels: bool,
         with_text: bool = False,
         two_views: bool = False,
+        unlabelled: ImageSet | None = None,
     ) -> None:
         super().__init__()
         if with_labels and not train.is_labelled:
@@ -81,6 +108,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.codes = label_codes(train.labels, vocabulary) if with_labels else None
         self.with_text = with_text
         self.two_views = two_views
+        self.unlabelled = unlabelled
         self.generator = torch.Generator().manual_seed(seed)
 
     @property
@@ -94,28 +122,65 @@ class RetrievalDataModule(L.LightningDataModule):
             return 0, 0, 1
         return trainer.current_epoch, trainer.global_rank, trainer.world_size
 
-    def train_dataloader(self) -> DataLoader:
+    @property
+    def view_pairs(self) -> bool:
+        """Batches carry weak/strong view pairs (there is an unlabelled stream)."""
+        return self.unlabelled is not None
+
+    def _view_transform(self) -> v2.Compose:
+        spec = self.spec
+        if spec.view_augment is None and not self.view_pairs:
+            return train_transform(self.preprocessing, spec.augment, spec.augment_options)
+        name = spec.view_augment or DEFAULT_STRONG_AUGMENT
+        return train_transform(self.preprocessing, name, spec.view_augment_options)
+
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
         spec = self.spec
         codes = self.codes if self.codes is not None else [0] * len(self.train_set)
         epoch, rank, world_size = self._position()
         sampler = EpochSampler(
             codes, spec.sampler, spec.batch_size, spec.m, self.seed, epoch, rank, world_size
         )
+        weak = train_transform(self.preprocessing, spec.augment, spec.augment_options)
+        strong = self._view_transform()
         dataset = TrainDataset(
             self.train_set,
-            train_transform(self.preprocessing, spec.augment),
+            weak,
             self.codes,
             self.with_text,
-            self.two_views,
+            self.two_views or self.view_pairs,
             self.seed,
+            view_transform=strong,
         )
+        labelled = self._loader(dataset, sampler, spec.batch_size, len(sampler) >= spec.batch_size)
+        if self.unlabelled is None:
+            return labelled
+        batch_size = max(1, round(spec.unlabelled.ratio * spec.batch_size))
+        unlabelled_sampler = UnlabelledSampler(
+            len(self.unlabelled), batch_size, len(labelled),
+            mix_seed(self.seed, UNLABELLED_SEED_STREAM), epoch, rank, world_size,
+        )
+        unlabelled_set = TrainDataset(
+            self.unlabelled, weak, None, two_views=True,
+            seed=mix_seed(self.seed, UNLABELLED_SEED_STREAM), view_transform=strong,
+        )
+        streams = {
+            "labelled": labelled,
+            "unlabelled": self._loader(unlabelled_set, unlabelled_sampler, batch_size, False),
+        }
+        return CombinedLoader(streams, mode="min_size")
+
+    def _loader(
+        self, dataset: TrainDataset, sampler: Sampler, batch_size: int, drop_last: bool
+    ) -> DataLoader:
+        spec = self.spec
         return DataLoader(
             dataset,
-            batch_size=spec.batch_size,
+            batch_size=batch_size,
             sampler=sampler,
             num_workers=spec.num_workers,
             collate_fn=collate_train,
-            drop_last=len(sampler) >= spec.batch_size,
+            drop_last=drop_last,
             generator=self.generator,
             persistent_workers=False,
         )

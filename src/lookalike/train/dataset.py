@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from lookalike.data.loading import BrokenImageError, load_image
+from lookalike.data.loading import BrokenImageError, load_record
 from lookalike.data.records import ImageSet
 from lookalike.train.sampler import TrainKey
 from lookalike.train.seeding import mix_seed
@@ -32,6 +32,8 @@ class TrainDataset(Dataset[dict[str, Any] | None]):
         with_text: Return each record's caption.
         two_views: Return a second augmented view of each image.
         seed: Base seed of the augmentations.
+        view_transform: Transform of the second view (a strong one for consistency pairs);
+            ``transform`` when ``None``.
 
     Items are dicts with ``image`` ``(3, S, S)``, ``index`` and, as configured, ``label``,
     ``caption`` and ``view`` ``(3, S, S)``; ``None`` for an unreadable image.
@@ -45,9 +47,11 @@ class TrainDataset(Dataset[dict[str, Any] | None]):
         with_text: bool = False,
         two_views: bool = False,
         seed: int = 0,
+        view_transform: Callable[[Image.Image], torch.Tensor] | None = None,
     ) -> None:
         self.images = images
         self.transform = transform
+        self.view_transform = view_transform or transform
         self.labels = None if labels is None else list(labels)
         self.with_text = with_text
         self.two_views = two_views
@@ -60,7 +64,7 @@ class TrainDataset(Dataset[dict[str, Any] | None]):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         record = self.images[index]
         try:
-            image = load_image(record.path)
+            image = load_record(record)
         except BrokenImageError as error:
             logger.warning("skipping training image %s: %s", error.path, error.reason)
             return None
@@ -68,7 +72,7 @@ class TrainDataset(Dataset[dict[str, Any] | None]):
             torch.manual_seed(mix_seed(self.seed, epoch, index))
             item: dict[str, Any] = {"image": self.transform(image), "index": index}
             if self.two_views:
-                item["view"] = self.transform(image)
+                item["view"] = self.view_transform(image)
         if self.labels is not None:
             item["label"] = self.labels[index]
         if self.with_text:

@@ -59,6 +59,8 @@ class FinetuneSpec:
         lora_dropout: Dropout on the LoRA branch input.
         lora_targets: Last path components of the ``nn.Linear`` layers to adapt; ``None`` for the
             family's attention projections (:data:`~lookalike.models.lora.DEFAULT_LORA_TARGETS`).
+        lora_first_block: Adapt only blocks ``>= lora_first_block`` of ``backbone.blocks()``
+            (the earlier blocks stay exactly pre-trained).
         train_norm_layers: Normalisation layers train even where their block is frozen (BatchNorm
             then also keeps updating its statistics); by default they freeze with their block.
         freeze_batchnorm: Every BatchNorm layer stays as loaded, statistics and affine weights,
@@ -73,6 +75,7 @@ class FinetuneSpec:
     lora_alpha: int = lora.DEFAULT_LORA_ALPHA
     lora_dropout: float = lora.DEFAULT_LORA_DROPOUT
     lora_targets: list[str] | None = None
+    lora_first_block: int = 0
     train_norm_layers: bool = False
     freeze_batchnorm: bool = False
 
@@ -159,6 +162,7 @@ class LoRA(FinetuneStrategy):
             dropout=spec.lora_dropout,
             targets=spec.lora_targets,
             alternatives=[name for name in FINETUNE_STRATEGIES.names() if name != "lora"],
+            first_block=spec.lora_first_block,
         )
 
     def trainable(self, backbone: Backbone, spec: FinetuneSpec, epoch: int) -> set[str]:

@@ -6,6 +6,13 @@ epoch. After the first backward pass of a new set of trainable blocks, every blo
 made trainable must have received a gradient, or training stops with
 :class:`~lookalike.train.inspect.GradientFlowError`: a pipeline that silently trains only its
 head is the costliest bug of retrieval fine-tuning.
+
+A semi-supervised step receives ``{"labelled": batch, "unlabelled": batch}`` (Lightning's
+``CombinedLoader``): both are embedded in one pass, the loss gets the labelled embeddings and
+labels, and the weak/strong :class:`~lookalike.losses.base.ViewPairs` of every image of both.
+The checkpoint keeps the loss's answering classifier (its class weights as a
+:class:`~lookalike.models.classifier.Classifier`, with the class names), which the export saves
+beside the model.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -22,10 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lookalike.losses.base import RetrievalLoss
+from lookalike.losses.base import RetrievalLoss, ViewPairs
 from lookalike.metrics.retrieval import metrics_depth, retrieval_metrics
 from lookalike.models.embedder import Embedder
-from lookalike.models.training_checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
+from lookalike.models.training_checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_KEY,
+    CLASSIFIER_KEY,
+)
 from lookalike.ranking import rank
 from lookalike.train.finetune import FinetuneSpec, apply_finetune, set_frozen_eval
 from lookalike.train.inspect import (
@@ -86,6 +98,9 @@ class RetrievalModule(L.LightningModule):
         val_set: The retrieval val set, or ``None`` (no validation).
         seed: Base seed of the per-epoch reseeding.
         metric: Similarity used to rank the val gallery.
+        classes: Class names in label-code order (kept with the exported classifier).
+        views_are_positives: In a semi-supervised step, the labelled images' second (strong)
+            views also go to the loss as ``positive_embeddings`` (a loss that needs pairs).
     """
 
     def __init__(
@@ -97,6 +112,8 @@ class RetrievalModule(L.LightningModule):
         val_set: ValidationSet | None = None,
         seed: int = 0,
         metric: str = "cosine",
+        classes: Sequence[str] = (),
+        views_are_positives: bool = False,
     ) -> None:
         super().__init__()
         self.embedder = embedder
@@ -106,6 +123,8 @@ class RetrievalModule(L.LightningModule):
         self.val_set = val_set
         self.seed = seed
         self.metric = metric
+        self.classes = [str(name) for name in classes]
+        self.views_are_positives = views_are_positives
         # LoRA adds parameters: they must exist before the optimiser and checkpoint restore
         self.trainable_blocks = apply_finetune(embedder, finetune, epoch=0)
         self.check_gradients = True
@@ -131,6 +150,8 @@ class RetrievalModule(L.LightningModule):
         set_frozen_eval(self.embedder)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        if "labelled" in batch:
+            return self.semi_supervised_step(batch["labelled"], batch["unlabelled"], batch_idx)
         images = batch["images"]
         if images is None:
             logger.warning("training batch %d has no readable image; skipped", batch_idx)
@@ -143,12 +164,42 @@ class RetrievalModule(L.LightningModule):
             batch.get("labels"),
             positive_embeddings=None if views is None else self.embedder(views),
             text_embeddings=None if captions is None else self.embed_text(captions),
+            step=self.global_step,
         )
-        size = int(images.shape[0])
+        self.log_parts(parts, int(images.shape[0]))
+        return parts["loss"]
+
+    def semi_supervised_step(
+        self, labelled: dict[str, Any], unlabelled: dict[str, Any], batch_idx: int
+    ) -> Tensor | None:
+        """One step on a labelled batch and an unlabelled one, each image with a weak view
+        (``images``) and a strong view (``views``); all four embedded in one forward pass."""
+        if labelled["images"] is None:
+            logger.warning("training batch %d has no readable labelled image; skipped", batch_idx)
+            return None
+        groups = [labelled["images"], labelled["views"]]
+        if unlabelled["images"] is not None:
+            groups += [unlabelled["images"], unlabelled["views"]]
+        sizes = [int(group.shape[0]) for group in groups]
+        pieces = torch.split(self.embedder(torch.cat(groups)), sizes)
+        weak, strong = pieces[0], pieces[1]
+        if len(pieces) == 4:
+            weak, strong = torch.cat([weak, pieces[2]]), torch.cat([strong, pieces[3]])
+        parts = self.loss(
+            pieces[0],
+            labelled.get("labels"),
+            positive_embeddings=pieces[1] if self.views_are_positives else None,
+            view_pairs=ViewPairs(weak, strong),
+            step=self.global_step,
+        )
+        self.log_parts(parts, sizes[0])
+        return parts["loss"]
+
+    def log_parts(self, parts: dict[str, Tensor], size: int) -> None:
+        """Log every named part (and diagnostic) of the loss as ``train/<name>``."""
         for name, value in parts.items():
             self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True,
                      prog_bar=name == "loss", batch_size=size, sync_dist=True)
-        return parts["loss"]
 
     def embed_text(self, captions: list[str]) -> Tensor:
         """``B`` captions -> ``(B, D)`` L2-normalised embeddings of the backbone's text tower."""
@@ -210,6 +261,13 @@ class RetrievalModule(L.LightningModule):
             "embedding_dim": self.embedder.embedding_dim,
             "finetune": asdict(self.finetune),
         }
+        part = self.loss.answering_classifier()
+        if part is not None and self.classes:
+            classifier = part.export_classifier(self.classes)
+            checkpoint[CHECKPOINT_KEY][CLASSIFIER_KEY] = {
+                "description": classifier.description(),
+                "state": {key: value.cpu() for key, value in classifier.state_dict().items()},
+            }
 
 
 def parameter_table_text(embedder: Embedder, loss: nn.Module | None = None) -> str:

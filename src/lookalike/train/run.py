@@ -47,7 +47,7 @@ from lookalike.train.config import (
     monitor_key,
     resolve_precision,
 )
-from lookalike.train.data import RetrievalDataModule, load_training_data, resize_preprocessing
+from lookalike.train.data import RetrievalDataModule, load_training_sets, resize_preprocessing
 from lookalike.train.export import export_checkpoint
 from lookalike.train.loggers import make_loggers
 from lookalike.train.module import RetrievalModule, text_tower
@@ -98,7 +98,7 @@ def run_training(config: TrainConfig) -> TrainOutcome:
     resume = last if last.is_file() else None
     if resume is not None:
         logger.info("resuming from %s", resume)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     outcome = _outcome(output, callbacks)
     if trainer.global_rank == 0:
         _write_results(outcome, config, time.monotonic() - started)
@@ -123,12 +123,13 @@ def _build_module_and_data(config: TrainConfig) -> tuple[RetrievalModule, Retrie
     """The embedder, its loss and the data, with batches carrying what the loss needs."""
     embedder = build_embedder(config.model)
     embedder.preprocessing = resize_preprocessing(embedder.preprocessing, config.data.image_size)
-    train, val = load_training_data(config.data)
+    train, val, unlabelled = load_training_sets(config.data)
     loss = create_loss(
         config.loss, embedding_dim=embedder.embedding_dim, num_classes=len(train.classes()) or None
     )
     has_text, two_views = _batch_contents(loss, train, config.data)
-    loss.validate(has_labels=train.is_labelled, has_text=has_text, has_views=two_views)
+    loss.validate(has_labels=train.is_labelled, has_text=has_text, has_views=two_views,
+                  has_view_pairs=unlabelled is not None)
     if has_text:
         _start_from_pretrained_temperature(loss, embedder)
     datamodule = RetrievalDataModule(
@@ -140,9 +141,11 @@ def _build_module_and_data(config: TrainConfig) -> tuple[RetrievalModule, Retrie
         with_labels=train.is_labelled,
         with_text=has_text,
         two_views=two_views,
+        unlabelled=unlabelled,
     )
     module = RetrievalModule(
-        embedder, loss, config.finetune, config.optim, val, config.trainer.seed
+        embedder, loss, config.finetune, config.optim, val, config.trainer.seed,
+        classes=datamodule.classes, views_are_positives=two_views,
     )
     return module, datamodule
 

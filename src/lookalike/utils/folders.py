@@ -4,9 +4,10 @@ An artefact (an embedding folder, an index, a saved model, a run) is a folder of
 make sense together. Two rules keep it whole:
 
 - **Manifest written last.** ``manifest.json`` lists every file with its size and SHA-256, the
-  artefact's kind and the fingerprint of the model behind it. A folder without one was never
-  finished; a file whose size or checksum differs was changed or damaged since. Readers call
-  :func:`verify_folder` and refuse such a folder with one line naming the file.
+  artefact's kind and the fingerprint of the model behind it, and carries a checksum of its own
+  content (so a damaged manifest is named as such, not as a missing file). A folder without one
+  was never finished; a file whose size or checksum differs was changed or damaged since.
+  Readers call :func:`verify_folder` and refuse such a folder with one line naming the file.
 - **Swapped in whole.** :func:`atomic_folder` builds the new folder beside the target (a hidden
   ``.NAME.partial`` sibling, kept across a kill so that resumable jobs can continue in it) and
   swaps it in with one ``rename`` (Linux ``renameat2(RENAME_EXCHANGE)`` when the target exists),
@@ -71,7 +72,7 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "format": MANIFEST_FORMAT,
             "kind": self.kind,
             "fingerprint": self.fingerprint,
@@ -81,6 +82,13 @@ class Manifest:
                 for name, entry in sorted(self.files.items())
             },
         }
+        return {**body, "checksum": _body_checksum(body)}
+
+
+def _body_checksum(body: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's own content, so that damage to the manifest itself (a flipped
+    bit in a file name or a size) is told apart from damage to the files it lists."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -152,6 +160,9 @@ def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"unknown format {raw.get('format')!r}")
+        body = {key: value for key, value in raw.items() if key != "checksum"}
+        if raw.get("checksum") != _body_checksum(body):
+            raise ValueError("its own checksum does not match its content")
         files = {
             str(name): FileEntry(int(entry["size"]), str(entry["sha256"]))
             for name, entry in raw["files"].items()
@@ -170,6 +181,7 @@ def verify_folder(
     folder: str | os.PathLike[str],
     kind: str | tuple[str, ...] | None = None,
     check_hashes: bool = True,
+    ignore: tuple[str, ...] = (),
 ) -> Manifest:
     """Check ``folder`` against its manifest; return the manifest when every file matches.
 
@@ -177,6 +189,8 @@ def verify_folder(
         folder: The artefact folder.
         kind: The kind(s) the caller accepts.
         check_hashes: Also compare SHA-256 (else sizes only, for very large folders).
+        ignore: Listed files left unchecked (a file the caller is about to rewrite, such as
+            the report of a run).
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
@@ -191,6 +205,8 @@ def verify_folder(
             f"{folder} holds {manifest.kind}, not {' or '.join(kinds)}; pass the right folder"
         )
     for name, entry in manifest.files.items():
+        if name in ignore:
+            continue
         path = folder / name
         if not path.is_file():
             raise ArtefactError(f"{path} is missing from {folder}; rerun the job that wrote it")
@@ -206,6 +222,99 @@ def verify_folder(
                 "that wrote it"
             )
     return manifest
+
+
+def unreadable(path: str | os.PathLike[str], error: BaseException, fix: str) -> ArtefactError:
+    """A one-line error for a file that passed its manifest but cannot be parsed.
+
+    Args:
+        path: The file.
+        error: What the parser raised (its message is squeezed onto one line and shortened).
+        fix: What the user should do ("rerun `lookalike embed`").
+    """
+    reason = " ".join(str(error).split())[:160] or type(error).__name__
+    return ArtefactError(f"{path} cannot be read ({reason}); {fix}")
+
+
+def check_replaceable(
+    target: str | os.PathLike[str], kind: str, legacy_files: tuple[str, ...] = ()
+) -> None:
+    """Refuse to replace a folder that is not an earlier ``kind`` artefact.
+
+    Swapping a folder in replaces everything in the old one, so an output folder must be new,
+    empty, a finished (or unfinished) ``kind`` folder, or a ``kind`` folder from before
+    manifests (it holds one of ``legacy_files``).
+
+    Raises:
+        ArtefactError: ``target`` is a file, another kind of artefact, or a folder of
+            something else.
+    """
+    target = recover_folder(target)
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ArtefactError(f"{target} exists and is not a folder; remove it or choose another")
+    if not any(target.iterdir()):
+        return
+    if (target / MANIFEST_FILE).is_file():
+        try:
+            found = read_manifest(target).kind
+        except ArtefactError:
+            found = None
+        if found == kind or (found is None and any((target / n).exists() for n in legacy_files)):
+            return
+        if found is not None:
+            raise ArtefactError(
+                f"{target} holds {found}, not {kind}: writing there would replace it; "
+                "choose another output folder"
+            )
+    elif any((target / name).exists() for name in legacy_files):
+        return
+    raise ArtefactError(
+        f"{target} is not empty and is not a lookalike {kind} folder: writing there would "
+        "replace what it holds; choose a new folder"
+    )
+
+
+def link_verified_files(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], under: str = ""
+) -> list[str]:
+    """Hard-link (or copy) into ``target`` the files of ``source`` that match its manifest.
+
+    Lets a job building a new version of ``source`` start from its finished work (the shards of
+    an embedding folder, the embeddings of a run). Files are never modified in place (every
+    write is a rename), so a link shares nothing that can change. A file that differs from the
+    manifest is left out, and so is everything when ``source`` has no readable manifest.
+
+    Args:
+        source: A finished folder.
+        target: The folder being built.
+        under: Only files below this relative folder ("" for all).
+
+    Returns:
+        The relative names linked.
+    """
+    source, target = Path(source), Path(target)
+    try:
+        manifest = read_manifest(source)
+    except (ArtefactError, FileNotFoundError):
+        return []
+    prefix = f"{under.rstrip('/')}/" if under else ""
+    linked = []
+    for name, entry in sorted(manifest.files.items()):
+        path, copy = source / name, target / name
+        if not name.startswith(prefix) or copy.exists() or not path.is_file():
+            continue
+        if path.stat().st_size != entry.size or file_sha256(path) != entry.sha256:
+            logger.warning("%s differs from its manifest; not reused", path)
+            continue
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, copy)
+        except OSError:
+            shutil.copy2(path, copy)
+        linked.append(name)
+    return linked
 
 
 def partial_path(target: str | os.PathLike[str]) -> Path:
@@ -300,8 +409,8 @@ def atomic_folder(
         The partial folder to write into. The caller writes its manifest last (e.g. with
         :func:`write_manifest`) before the block ends.
 
-    On an exception the partial folder is kept when ``resume`` is set (the next run continues
-    in it) and removed otherwise; ``target`` is untouched either way.
+    On an exception the partial folder is kept when ``resume`` is set and it holds a file (the
+    next run continues in it), and removed otherwise; ``target`` is untouched either way.
     """
     target = Path(target)
     recover_folder(target)
@@ -311,11 +420,13 @@ def atomic_folder(
     if built.exists() and (not resume or (built / MANIFEST_FILE).is_file()):
         shutil.rmtree(built)
     built.mkdir(parents=True, exist_ok=True)
+    for leftover in built.rglob(".*.tmp"):  # what atomic writes cut by a kill left behind
+        leftover.unlink()
     try:
         yield built
     except BaseException:
-        if not resume:
-            shutil.rmtree(built, ignore_errors=True)
+        if not resume or not any(path.is_file() for path in built.rglob("*")):
+            shutil.rmtree(built, ignore_errors=True)  # nothing worth resuming
         raise
     if not (built / MANIFEST_FILE).is_file():
         raise ArtefactError(f"{built} has no {MANIFEST_FILE}: write the manifest last")
