@@ -3,12 +3,15 @@
 A real uvicorn server (``lookalike serve``, its own process) on 127.0.0.1 holds an index of
 Caltech-101 images embedded with EfficientNet-Lite0; ``--clients`` asyncio clients (httpx) each
 upload one Caltech image after another for ``--seconds`` seconds. The same load runs against
-the server with micro-batching on (``--batch-max``, ``--batch-wait-ms``) and off (batch size
-1), and the script prints requests per second, p50/p95/p99 latency, errors, the mean batch size
-the server reported in /metrics, and the ratios.
+a server with micro-batching on (``--batch-max``, ``--batch-wait-ms``) and one with it off
+(batch size 1); both run side by side and are loaded in alternating windows (``--rounds``), so
+whatever else the machine does weighs on both alike. The script prints requests per second,
+p50/p95/p99 latency, errors, the mean batch size the server reported in /metrics, and the
+ratios.
 
     python benchmarks/serve_load.py [--caltech ../shared/data/caltech101] [--classes 20]
-        [--per-class 60] [--clients 50] [--seconds 60] [--work runs/serve_load]
+        [--per-class 60] [--clients 50] [--seconds 60] [--rounds 4] [--device auto]
+        [--work runs/serve_load]
 
 The index is built once in ``--work`` (embedding ``--classes`` classes of at most
 ``--per-class`` images each) and reused by later runs.
@@ -160,14 +163,15 @@ def free_port() -> int:
 
 
 def start_server(
-    index_dir: Path, batch_max: int, batch_wait_ms: float, log: Path
+    index_dir: Path, batch_max: int, batch_wait_ms: float, device: str, log: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``lookalike serve`` in a subprocess; returns it and its URL once /readyz answers."""
     port = free_port()
     command = [
         sys.executable, "-m", "lookalike.cli.main", "serve", str(index_dir), "--model", MODEL,
-        "--pool", "gap", "--device", "cpu", "--port", str(port), "--batch-max", str(batch_max),
+        "--pool", "gap", "--device", device, "--port", str(port), "--batch-max", str(batch_max),
         "--batch-wait-ms", str(batch_wait_ms), "--log-level", "warning", "--max-k", "100",
+        "--state-dir", str(log.with_suffix(".state")),  # one state folder per server
     ]  # fmt: skip
     environment = {**os.environ, "LOOKALIKE_SERVE_TOKEN": ""}
     with open(log, "wb") as output:
@@ -189,27 +193,62 @@ def start_server(
     raise RuntimeError(f"the server did not become ready; see {log}")
 
 
-def measure(
+@dataclass
+class Setting:
+    """One server configuration under test, and what was measured against it."""
+
+    name: str
+    batch_max: int
+    batch_wait_ms: float
+    report: LoadReport | None = None
+    batches: list[float] = field(default_factory=list)
+
+
+def compare(
     index_dir: Path,
     images: Sequence[tuple[str, bytes]],
-    batch_max: int,
-    batch_wait_ms: float,
+    settings: Sequence[Setting],
     clients: int,
     seconds: float,
-    log: Path,
-) -> tuple[LoadReport, float]:
-    """Start a server, warm it up, load it, read its mean batch size, stop it."""
-    process, url = start_server(index_dir, batch_max, batch_wait_ms, log)
+    rounds: int,
+    device: str,
+    work: Path,
+) -> None:
+    """Start one server per setting, then load them in turn, ``rounds`` windows each.
+
+    Alternating short windows rather than one long run per setting spreads whatever else the
+    machine is doing over every setting alike. Each setting's report joins its windows.
+    """
+    servers = []
     try:
-        asyncio.run(run_load(url, images, clients=min(clients, 4), seconds=3))  # warm-up
-        before = httpx.get(f"{url}/metrics", timeout=30).text
-        report = asyncio.run(run_load(url, images, clients, seconds))
-        after = httpx.get(f"{url}/metrics", timeout=30).text
+        for setting in settings:
+            log = work / f"server_batch{setting.batch_max}.log"
+            servers.append(start_server(index_dir, setting.batch_max, setting.batch_wait_ms,
+                                        device, log))  # fmt: skip
+        for _, url in servers:  # warm-up: the first batches of each shape are slower
+            asyncio.run(run_load(url, images, clients=min(clients, 16), seconds=3))
+        for _ in range(rounds):
+            for setting, (_, url) in zip(settings, servers):
+                before = httpx.get(f"{url}/metrics", timeout=30).text
+                window = asyncio.run(run_load(url, images, clients, seconds / rounds))
+                after = httpx.get(f"{url}/metrics", timeout=30).text
+                setting.batches.append(_batch_delta(before, after))
+                setting.report = _joined(setting.report, window)
     finally:
-        process.terminate()
-        process.wait(60)
-    batches = _batch_delta(before, after)
-    return report, batches
+        for process, _ in servers:
+            process.terminate()
+            process.wait(60)
+
+
+def _joined(total: LoadReport | None, window: LoadReport) -> LoadReport:
+    if total is None:
+        return window
+    return LoadReport(
+        clients=window.clients,
+        seconds=total.seconds + window.seconds,
+        latencies=total.latencies + window.latencies,
+        errors=total.errors + window.errors,
+    )
 
 
 def _batch_delta(before: str, after: str) -> float:
@@ -238,6 +277,8 @@ def main() -> None:
     parser.add_argument("--batch-max", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--queries", type=int, default=200, help="Distinct query images.")
+    parser.add_argument("--rounds", type=int, default=4, help="Alternating windows per setting.")
+    parser.add_argument("--device", default="auto", help="Where the servers run the model.")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "serve_load")
     args = parser.parse_args()
     if not args.caltech.is_dir():
@@ -248,28 +289,28 @@ def main() -> None:
     print(
         f"index {index_dir} ({args.classes} classes, <= {args.per_class} images each); "
         f"{args.clients} clients x {args.seconds:.0f} s, {len(images)} query images; "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, device {args.device}, {args.rounds} alternating windows each"
     )
-    runs = {
-        f"batching on ({args.batch_max}, {args.batch_wait_ms:g} ms)": (
-            args.batch_max,
-            args.batch_wait_ms,
-        ),
-        "batching off (1)": (1, 0.0),
-    }
-    results = {}
-    for name, (batch_max, wait) in runs.items():
-        log = args.work / f"server_batch{batch_max}.log"
-        results[name] = measure(index_dir, images, batch_max, wait, args.clients, args.seconds, log)
-        report, batch = results[name]
+    settings = [
+        Setting(f"batching on ({args.batch_max}, {args.batch_wait_ms:g} ms)", args.batch_max,
+                args.batch_wait_ms),
+        Setting("batching off (1)", 1, 0.0),
+    ]  # fmt: skip
+    compare(index_dir, images, settings, args.clients, args.seconds, args.rounds, args.device,
+            args.work)  # fmt: skip
+    for setting in settings:
+        report = setting.report
+        assert report is not None
         print(
-            f"{name:<28} {report.requests_per_second:7.1f} req/s  p50 {report.percentile(50):7.0f} ms  "
-            f"p95 {report.percentile(95):7.0f} ms  p99 {report.percentile(99):7.0f} ms  "
-            f"errors {len(report.errors)}  requests {len(report.latencies)}  mean batch {batch:.1f}"
+            f"{setting.name:<28} {report.requests_per_second:7.1f} req/s  "
+            f"p50 {report.percentile(50):6.0f} ms  p95 {report.percentile(95):6.0f} ms  "
+            f"p99 {report.percentile(99):6.0f} ms  errors {len(report.errors)}  "
+            f"requests {len(report.latencies)}  mean batch {np.nanmean(setting.batches):.1f}"
         )
         for error in report.errors[:3]:
             print(f"  error: {error}")
-    (on, _), (off, _) = results.values()
+    on, off = (setting.report for setting in settings)
+    assert on is not None and off is not None
     print(
         f"ratio on/off: throughput x{on.requests_per_second / off.requests_per_second:.2f}, "
         f"p50 latency x{on.percentile(50) / off.percentile(50):.2f}, "

@@ -29,3 +29,20 @@ def test_double_registration_is_refused() -> None:
     shapes.register("circle")(lambda: 1)
     with pytest.raises(ValueError, match="already registered"):
         shapes.register("circle")(lambda: 2)
+
+
+def test_arguments_an_entry_does_not_take_are_a_value_error_listing_its_own() -> None:
+    shapes: Registry[object] = Registry("shape")
+
+    @shapes.register("square")
+    def square(side: float, rounded: bool = False) -> float:
+        return side * side
+
+    with pytest.raises(
+        ValueError,
+        match=r"shape 'square' with options \{'colour': 'red'\}: got an unexpected keyword "
+        r"argument 'colour'; it takes side, rounded",
+    ):
+        shapes.create("square", 2.0, colour="red")
+    with pytest.raises(ValueError, match="missing a required argument: 'side'"):
+        shapes.create("square")

@@ -68,7 +68,9 @@ class Registry(Generic[T]):
             signature.bind(*args, **kwargs)
         except TypeError as error:
             takes = ", ".join(signature.parameters) or "nothing"
-            raise ValueError(f"{self.kind} {name!r}: {error}; it takes {takes}") from None
+            raise ValueError(
+                f"{self.kind} {name!r} with options {kwargs}: {error}; it takes {takes}"
+            ) from None
         return factory(*args, **kwargs)
 
     def names(self) -> list[str]:

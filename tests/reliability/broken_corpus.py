@@ -81,12 +81,20 @@ def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def _bomb_png() -> bytes:
-    """A PNG header claiming 40000 x 40000 px (1.6e9 px, past twice Pillow's guard)."""
+    """A well-formed PNG claiming 40000 x 40000 px (1.6e9 px, over twice Pillow's guard): Pillow
+    refuses it on opening, before decoding a pixel."""
     header = struct.pack(">IIBBBBB", 40_000, 40_000, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + header
-    ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-    return b"\x89PNG\r\n\x1a\n" + ihdr + b"\x00" * 64
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 class _Writer:

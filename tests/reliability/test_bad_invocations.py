@@ -124,7 +124,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for c in range(3):
         (base / "images" / f"c{c}").mkdir(parents=True)
         for i in range(3):
-            Image.new("RGB", (16, 16), (80 * c, 20 * i, 0)).save(base / "images" / f"c{c}" / f"{i}.png")
+            image = Image.new("RGB", (16, 16), (80 * c, 20 * i, 0))
+            image.save(base / "images" / f"c{c}" / f"{i}.png")
     (base / "sub.csv").write_text("Id,Predicted\nq0,a b\n")
     (base / "bad.yaml").write_text("k: [unclosed\n")
     return {

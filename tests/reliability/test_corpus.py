@@ -23,6 +23,17 @@ from lookalike.data.sources import folder_source
 
 TINY_MODEL = ["--model", "timm:test_resnet", "--weights", "none", "--pool", "gap"]
 TINY_OVERRIDES = ["model.backbone=timm:test_resnet", "model.weights=none", "model.pool=gap"]
+# Why some entries are skipped, as skipped.csv must say it.
+EXPECTED_REASONS = {
+    "gamma ñ/bomb.png": "decompression bomb",
+    "gamma ñ/fifo.jpg": "not a regular file",
+    "gamma ñ/dangling.jpg": "broken symbolic link",
+    "beta/escape": "outside",
+    "beta/stranger.png": "outside",
+    "alpha/empty.jpg": "empty",
+    "alpha/half.jpg": "truncated",
+    "beta/words.jpg": "not an image",
+}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +113,9 @@ def test_embed_over_the_corpus(corpus: Corpus, tmp_path: Path) -> None:
         [], [], [], [], [], []
     )
     assert set(skipped["id"]) == corpus.ids(SKIPPED)
+    reasons = dict(zip(skipped["id"], skipped["reason"]))
+    for image_id, expected in EXPECTED_REASONS.items():
+        assert expected in reasons[image_id], (image_id, reasons[image_id])
 
 
 @pytest.mark.slow

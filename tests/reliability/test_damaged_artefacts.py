@@ -181,6 +181,17 @@ def test_report_repairs_its_own_damaged_page(
     assert RunRecord(run).verify().files["report.html"].size > 10_000
 
 
+@pytest.mark.parametrize("name", FILES["flat index"])
+@pytest.mark.parametrize("how", DAMAGES)
+def test_rebuilding_a_damaged_index_folder_replaces_it_whole(
+    artefacts: Artefacts, tmp_path: Path, name: str, how: str
+) -> None:
+    index = copy_artefact(artefacts.flat_index, tmp_path / "idx")
+    damage(index / name, how)
+    checked(invoke("index", artefacts.embeddings, "-o", index, "--threshold", "0.5"))
+    assert snapshot(index) == snapshot(artefacts.flat_index)  # byte for byte the pristine build
+
+
 def test_pristine_artefacts_were_never_touched(artefacts: Artefacts) -> None:
     for kind in FILES:
         verify_folder(FOLDER[kind](artefacts))

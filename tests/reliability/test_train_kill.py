@@ -32,14 +32,20 @@ def _command(config: Path) -> list[str]:
             "--no-test", "--no-report"]
 
 
-def _run(config: Path, last: Path) -> float:
+def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start the command, its output going to ``log`` (a pipe left unread could fill and stall)."""
+    with open(log, "ab") as output:
+        return subprocess.Popen(_command(config), env=ENV, stdout=output, stderr=output)
+
+
+def _run(config: Path, last: Path, log: Path) -> float:
     """Run to the end; returns the seconds from its first checkpoint to its end."""
-    process = subprocess.Popen(_command(config), env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = _start(config, log)
     _wait_for_new_checkpoint(process, last, None)
     first_checkpoint = time.monotonic()
-    _, stderr = process.communicate(timeout=900)
-    assert process.returncode == 0 and b"Traceback" not in stderr, stderr.decode()[-3000:]
+    process.wait(timeout=900)
+    output = log.read_text(errors="replace")
+    assert process.returncode == 0 and "Traceback" not in output, output[-3000:]
     return time.monotonic() - first_checkpoint
 
 
@@ -70,28 +76,30 @@ def test_train_killed_at_random_instants_resumes_to_the_uninterrupted_weights(
     for name in ("straight", "killed"):
         save_config(tiny_config(images, tmp_path / name, *options), tmp_path / f"{name}.yaml")
 
-    seconds = _run(tmp_path / "straight.yaml", tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    straight_last = tmp_path / "straight" / "checkpoints" / "last.ckpt"
+    seconds = _run(tmp_path / "straight.yaml", straight_last, tmp_path / "straight.log")
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    log = tmp_path / "killed.log"
     rng = np.random.default_rng()
     kill_points: list[float] = []
     for _ in range(KILLS):
         previous = last.stat().st_mtime_ns if last.is_file() else None
-        process = subprocess.Popen(_command(tmp_path / "killed.yaml"), env=ENV,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = _start(tmp_path / "killed.yaml", log)
         if _wait_for_new_checkpoint(process, last, previous):
             instant = float(rng.uniform(0.0, 0.35 * seconds))  # leaves work for the next kill
             time.sleep(instant)
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGKILL)
                 kill_points.append(round(instant, 2))
-        _, stderr = process.communicate()
-        assert b"Traceback" not in stderr, stderr.decode()[-3000:]
-    _run(tmp_path / "killed.yaml", last)
+        process.wait(timeout=900)
+        assert "Traceback" not in log.read_text(errors="replace")
+    _run(tmp_path / "killed.yaml", last, log)
 
     print(f"\ntrain: kill points {kill_points} s after a checkpoint (uninterrupted run: "
           f"{seconds:.1f} s from its first checkpoint to its end)")
     assert kill_points, "every kill landed after the run had finished"
-    resumed, reference = _weights(tmp_path / "killed" / "model"), _weights(tmp_path / "straight" / "model")
+    resumed = _weights(tmp_path / "killed" / "model")
+    reference = _weights(tmp_path / "straight" / "model")
     assert resumed.keys() == reference.keys()
     different = [k for k in reference if not torch.equal(resumed[k], reference[k])]
     assert different == []

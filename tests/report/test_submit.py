@@ -211,7 +211,9 @@ def test_a_redirect_is_a_failure_and_is_not_followed(
 
 
 @pytest.mark.parametrize("status", [304, 404, 418, 503])
-def test_any_status_but_2xx_is_a_failure(server: ServerState, submission: Path, status: int) -> None:
+def test_any_status_but_2xx_is_a_failure(
+    server: ServerState, submission: Path, status: int
+) -> None:
     server.status = status
     with pytest.raises(SubmissionError, match=f"HTTP {status}"):
         submit_file(submission, server.url, allow_insecure=True)

@@ -104,9 +104,9 @@ def start_server_process(
     """``lookalike serve INDEX_DIR --port PORT ...`` in a subprocess (its output in a file)."""
     command = [sys.executable, "-m", "lookalike.cli.main", "serve", str(index_dir),
                "--port", str(port), "--log-level", "warning", *arguments]  # fmt: skip
-    log = open(index_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115 (the child writes)
     environment = {**os.environ, **(env or {})}
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    with open(index_dir.parent / f"server-{port}.log", "wb") as log:  # the child keeps its copy
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:

@@ -48,6 +48,7 @@ from lookalike.embed.shards import (
 from lookalike.embed.store import EMBEDDINGS_FILE, EMBEDDINGS_KIND, INFO_FILE, EmbeddingSet
 from lookalike.embed.tta import AugmentedViews
 from lookalike.models.preprocessing import Preprocessing, eval_transform
+from lookalike.utils.devices import check_device
 from lookalike.utils.folders import atomic_folder, check_replaceable, link_verified_files
 
 logger = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ def _ignore(amount: int) -> None:
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -22,6 +22,7 @@ import numpy as np
 from lookalike.index.metrics import Metric, get_metric
 from lookalike.index.result import SearchResult
 from lookalike.registry import Registry
+from lookalike.utils.devices import check_device as check_devices_present
 
 INDEXES: Registry[Index] = Registry("index")
 
@@ -140,9 +141,10 @@ class Index(ABC):
 
 
 def check_device(device: str) -> None:
-    """Refuse a device name no index can live on (anything but "cpu", "cuda", "cuda:N")."""
+    """Refuse a device no index can live on ("cpu", "cuda", "cuda:N" only) or this machine lacks."""
     if not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+    check_devices_present(device, allow_auto=False)
 
 
 def create_index(

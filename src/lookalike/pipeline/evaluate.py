@@ -226,6 +226,7 @@ def run_evaluation(
         check_inputs(config, inputs)
         record = RunRecord(build)
         ranking, metrics, variants = _write_run(config, inputs, record, threshold, progress)
+        _drop_unused_embeddings(record)
         if config.report:
             build_report(build, verify=False)
         record.finish(inputs.query.fingerprint)
@@ -263,6 +264,19 @@ def _keep_only_embeddings(build: Path, output: Path) -> None:
             path.unlink()
     if not (build / EMBEDDINGS_DIR).exists():
         link_verified_files(output, build, under=EMBEDDINGS_DIR)
+
+
+def _drop_unused_embeddings(record: RunRecord) -> None:
+    """Remove embedding folders a previous version of the run made that this one does not name
+    (another protocol's sides), so the finished folder holds what ``run.json`` describes."""
+    settings = record.read_settings()
+    folder = record.root / EMBEDDINGS_DIR
+    if settings is None or not folder.is_dir():
+        return
+    used = {record.resolve(settings.query_embeddings), record.resolve(settings.gallery_embeddings)}
+    for child in folder.iterdir():
+        if child not in used and child.is_dir() and not child.name.startswith("."):
+            shutil.rmtree(child)
 
 
 def _write_run(

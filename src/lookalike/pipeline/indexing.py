@@ -167,8 +167,8 @@ def search_index(
         raise ValueError(f"k must be at least 1, got {k}")
     if threshold is not None and not use_threshold:
         raise ValueError(
-            f"a threshold ({threshold}) and no threshold at once: give --threshold or "
-            "--no-threshold, not both"
+            f"a threshold ({threshold}) and no threshold at once: give a threshold (--threshold) "
+            "or use_threshold=False (--no-threshold), not both"
         )
     threshold = check_threshold(threshold, "threshold")
     check_device(device, allow_auto=False)

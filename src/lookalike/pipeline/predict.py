@@ -25,7 +25,7 @@ import torch
 
 from lookalike.data.records import ImageSet
 from lookalike.embed.store import EmbeddingSet, is_embedding_folder
-from lookalike.models.classifier import load_model_classifier
+from lookalike.models.classifier import load_model_classifier, model_classifier_folder
 from lookalike.models.spec import ModelSpec
 from lookalike.pipeline.embedding import embed_images
 from lookalike.pipeline.open_set import (
@@ -133,7 +133,7 @@ def class_scores(
     if spec.by not in ANSWER_SOURCES:
         raise ValueError(f"unknown answer source {spec.by!r}; valid: {', '.join(ANSWER_SOURCES)}")
     probabilities, classes = None, None
-    if spec.by != "knn" or (Path(model) / "classifier").is_dir():
+    if spec.by != "knn" or model_classifier_folder(model).is_dir():
         classifier = load_model_classifier(model, queries.fingerprint)
         classes = classifier.classes or [str(code) for code in range(classifier.num_classes)]
         if spec.by != "knn":

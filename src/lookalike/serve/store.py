@@ -118,6 +118,8 @@ class CatalogueStore:
         try:
             self._open(fingerprint)
         except BaseException:
+            if hasattr(self, "journal"):
+                self.journal.close()
             self._lock_file.close()
             raise
 
@@ -350,9 +352,9 @@ class CatalogueStore:
             catalogue.delete(deletes)
 
     def resolve_image(self, path: str) -> Path:
-        """An image path of the records: absolute as written; relative to the index's folder."""
-        candidate = Path(path)
-        return candidate if candidate.is_absolute() else self.index_dir.parent / candidate
+        """An image path of the records, absolute (a relative one is read as ``embed`` wrote it:
+        from the working directory)."""
+        return Path(path).absolute()
 
     def remove_unreferenced_images(self) -> None:
         """Delete image files of the state folder that no live item shows.
