@@ -312,3 +312,13 @@ def test_metrics_count_requests_errors_size_and_batches(clip_client: TestClient)
     )
     assert 'lookalike_batch_size_count{encoder="text"} 1.0' in text
     assert "lookalike_journal_transactions 0.0" in text
+
+
+def test_cors_only_for_the_origins_given(make_client, clip_index: Path) -> None:
+    with make_client(clip_index, cors_origins=["https://shop.example"]) as client:
+        preflight = {"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"}
+        allowed = client.options("/api/search/vector", headers=preflight)
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+        other = {**preflight, "Origin": "https://elsewhere.example"}
+        refused = client.options("/api/search/vector", headers=other)
+        assert "access-control-allow-origin" not in refused.headers

@@ -279,3 +279,18 @@ def test_items_without_images_and_repeated_ids(tmp_path: Path) -> None:
         store.add([bad])
     assert store.next_seq == 2  # refused changes took no sequence number
     store.close()
+
+
+def test_a_relative_state_folder_keeps_its_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = make_index(tmp_path / "index")
+    monkeypatch.chdir(tmp_path)
+    store = CatalogueStore("index", "state")
+    store.add([new_item(1)])
+    store.compact()  # removes unreferenced images: the live one must not look unreferenced
+    store.close()
+    again = CatalogueStore(Path("index"), Path("state"))
+    check_store(again, [1], set())
+    again.close()
+    assert index.is_dir()

@@ -108,7 +108,7 @@ class CatalogueStore:
         compact_every: int = 0,
     ) -> None:
         self.index_dir = Path(index_dir)
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).absolute()  # image paths are kept absolute
         self.images_dir = self.state_dir / IMAGES_DIR
         self.compact_every = int(compact_every)
         self.lock = threading.RLock()
