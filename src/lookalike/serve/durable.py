@@ -42,15 +42,3 @@ def write_durably(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def fsync_directory(folder: Path) -> None:
-    """Make a rename or a new file in ``folder`` durable (a no-op where unsupported)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

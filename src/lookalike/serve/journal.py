@@ -24,8 +24,8 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from lookalike.serve.durable import fsync_directory
 from lookalike.utils.atomic import atomic_path
+from lookalike.utils.folders import fsync_directory
 
 JOURNAL_FILE = "journal.log"
 FORMAT = "lookalike-serve-journal"

@@ -49,7 +49,7 @@ from lookalike.index.io import IndexMetadata, load_index
 from lookalike.index.result import SearchResult
 from lookalike.serve.catalogue import Catalogue, Neighbour
 from lookalike.serve.compaction import SERVE_KEY, CompactionReport, compact
-from lookalike.serve.durable import fsync_directory, hold_lock, write_durably
+from lookalike.serve.durable import hold_lock, write_durably
 from lookalike.serve.journal import (
     JOURNAL_FILE,
     Journal,
@@ -58,6 +58,7 @@ from lookalike.serve.journal import (
     Operation,
     Transaction,
 )
+from lookalike.utils.folders import fsync_directory
 
 logger = logging.getLogger(__name__)
 

@@ -342,7 +342,8 @@ def _exchange(first: Path, second: Path) -> bool:
     return result == 0
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable (a no-op where unsupported)."""
     try:
         descriptor = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -370,7 +371,7 @@ def swap_in(built: Path, target: Path) -> None:
         os.rename(target, old)
         os.rename(built, target)  # a kill between the renames is undone by recover_folder
         shutil.rmtree(old)
-    _fsync_dir(target.parent)
+    fsync_directory(target.parent)
 
 
 def recover_folder(target: str | os.PathLike[str]) -> Path:
