@@ -193,7 +193,7 @@ def ood_manifest(output: Path, classes: list[str], per_class: int, size: int) ->
             if not target.exists():
                 image = Image.open(path).convert("L").resize((size, size), Image.BILINEAR)
                 image.convert("RGB").save(target)
-            rows.append(f"{target},{label}")
+            rows.append(f"{target.resolve()},{label}")
     manifest = output / f"ood_grey{size}.csv"
     manifest.write_text("\n".join(rows) + "\n")
     return manifest
