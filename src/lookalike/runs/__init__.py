@@ -1,0 +1,41 @@
+"""Run folders: the one place that knows their layout, file names and ``run.json`` schema."""
+
+from lookalike.runs.record import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CURVES_FILE,
+    EMBEDDINGS_DIR,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    REPORT_FILE,
+    RESULTS_FILE,
+    RUN_FILE,
+    RUN_KIND,
+    SKIPPED_FILE,
+    TEST_DIR,
+    VARIANTS_FILE,
+    RunRecord,
+    RunSettings,
+    parse_settings,
+)
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CONFIG_FILE",
+    "CURVES_FILE",
+    "EMBEDDINGS_DIR",
+    "HISTORY_FILE",
+    "METRICS_FILE",
+    "MODEL_DIR",
+    "REPORT_FILE",
+    "RESULTS_FILE",
+    "RUN_FILE",
+    "RUN_KIND",
+    "SKIPPED_FILE",
+    "TEST_DIR",
+    "VARIANTS_FILE",
+    "RunRecord",
+    "RunSettings",
+    "parse_settings",
+]
