@@ -30,7 +30,6 @@ from lookalike.index.io import IndexMetadata, save_index
 from lookalike.serve.catalogue import Catalogue
 from lookalike.serve.journal import JournalHeader
 from lookalike.serve.rows import empty_copy
-from lookalike.utils.folders import MANIFEST_FILE, atomic_folder, write_manifest
 
 if TYPE_CHECKING:
     from lookalike.serve.store import CatalogueStore
@@ -72,10 +71,10 @@ def compact(store: CatalogueStore) -> CompactionReport:
             SERVE_KEY: {"generation": generation, "previous": previous, "journal_seq": seq},
         }
         paths = [str(store.resolve_image(path)) if path else "" for path in live.paths]
-        with atomic_folder(store.index_dir) as build:
-            save_index(new_index, build, live.ids, paths, live.labels, store.fingerprint, extra)
-            if not (build / MANIFEST_FILE).is_file():
-                write_manifest(build, "index", store.fingerprint)
+        # save_index builds the folder beside the old one and swaps it in whole, manifest last.
+        save_index(
+            new_index, store.index_dir, live.ids, paths, live.labels, store.fingerprint, extra
+        )
         with store.lock:
             catalogue = Catalogue(new_index, live.ids, paths, live.labels)
             kept = [t for t in store.transactions if t.seq > seq]
