@@ -12,7 +12,8 @@ Subcommands (each prints one JSON line of results and appends it to ``OUTPUT/res
   (``images:`` source, ``train_only`` protocol), then kNN retrieval on the unseen classes;
 - ``wise-ft``: the curve over alpha between the pre-trained model and a fine-tuned one on the
   val classes (which choose alpha), a sample of the unseen classes (in-domain) and an
-  out-of-domain set (see :func:`ood_manifest`);
+  out-of-domain set: Debian's Fashion-MNIST test split (``--ood fashion-mnist``, the default) or
+  Caltech classes rendered as 32-px greyscale (``--ood grey32``, see :func:`ood_manifest`);
 - ``answers``: seen classes with distractors from frozen embeddings: a per-class split of all 101
   classes (half of each class trains an MLP head and is the kNN gallery), ``BACKGROUND_Google``
   as distractor queries; MAP@5 with a "no match" probability/similarity threshold tuned on one
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from lookalike.config import resolve_config
+from lookalike.data.fashion_mnist import export_fashion_mnist
 from lookalike.data.protocols import make_split
 from lookalike.data.sources import load_source
 from lookalike.embed.spec import EmbedSpec
@@ -213,20 +215,26 @@ def wise_ft_experiment(args: argparse.Namespace) -> None:
     split = make_split(load_source(SOURCE), "class_disjoint", **SPLIT)
     unseen = sorted(split.query.classes())
     in_domain = sample_manifest(args.output, unseen[::2], args.per_class)
-    ood = ood_manifest(args.output, unseen[1::2], args.per_class, 32)
+    if args.ood == "fashion-mnist":
+        ood_name = "fashion_mnist"
+        ood_source = str(export_fashion_mnist(args.output / "fashion_mnist", "test",
+                                              limit_per_class=args.ood_per_class))
+    else:
+        ood_name = "ood_grey32"
+        ood_source = f"csv:{ood_manifest(args.output, unseen[1::2], args.per_class, 32)}"
     start = args.output / "pretrained_lite0"
     if not start.exists():
         save_embedder(create_embedder("efficientnet_lite:lite0", pool="gap").eval(), start)
     tuned = at_size(load_embedder(args.finetuned), args.eval_size)
     tuned_folder = save_embedder(tuned, args.output / "finetuned_at_eval_size")
     outcome = wise_ft_curve(
-        start, tuned_folder, args.output / "wise_ft",
+        start, tuned_folder, args.output / ("wise_ft" if ood_name == "ood_grey32" else f"wise_ft_{ood_name}"),
         RetrievalSet("val", SOURCE, "class_disjoint", dict(SPLIT), "val"),
-        [RetrievalSet("unseen_caltech", f"csv:{in_domain}"), RetrievalSet("ood_grey32", f"csv:{ood}")],
+        [RetrievalSet("unseen_caltech", f"csv:{in_domain}"), RetrievalSet(ood_name, ood_source)],
         alphas=args.alphas, embed=embed_spec(),
     )
     record(args.output, {
-        "experiment": "wise_ft", "finetuned": str(args.finetuned), "best_alpha": outcome.best_alpha,
+        "experiment": "wise_ft", "out_of_domain": ood_name, "finetuned": str(args.finetuned), "best_alpha": outcome.best_alpha,
         "rows": [{key: round(value, 4) for key, value in row.items()
                   if key == "alpha" or key.split("/")[1] in REPORTED} for row in outcome.rows],
         "curve": str(outcome.curve_csv), "cpu_seconds": round(time.monotonic() - started),
@@ -325,6 +333,10 @@ def main() -> None:
     parser.add_argument("--finetuned", type=Path)
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--ood", default="fashion-mnist", choices=["fashion-mnist", "grey32"],
+                        help="Out-of-domain set of the WiSE-FT curve (Debian's Fashion-MNIST test "
+                             "split, or Caltech classes rendered as 32-px greyscale).")
+    parser.add_argument("--ood-per-class", type=int, default=40)
     parser.add_argument("--embeddings", type=Path)
     parser.add_argument("--head", default="cross_entropy", choices=["cross_entropy", "bce"])
     parser.add_argument("--head-epochs", type=int, default=30)
