@@ -29,14 +29,22 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "build_index": ("lookalike.pipeline.indexing", "build_index"),
     "load_index": ("lookalike.index", "load_index"),
     "search_index": ("lookalike.pipeline.indexing", "search_index"),
+    "embed_texts": ("lookalike.pipeline.text", "embed_text_file"),
+    "search_text": ("lookalike.pipeline.text", "search_text"),
+    "choose_metric": ("lookalike.pipeline.metric_choice", "choose_metric_on"),
     "evaluate": ("lookalike.pipeline.evaluate", "evaluate"),
+    "export_model": ("lookalike.pipeline.export", "export_model"),
     "train_model": ("lookalike.pipeline.training", "train"),
     "tune_threshold": ("lookalike.pipeline.open_set", "tune_and_save_threshold"),
     "write_submission": ("lookalike.pipeline.submission", "write_submission"),
+    "submit_all": ("lookalike.pipeline.submit_all", "submit_all"),
     "build_report": ("lookalike.report.html", "build_report"),
     "predict": ("lookalike.pipeline.predict", "predict"),
     "tune_class_threshold": ("lookalike.pipeline.predict", "tune_class_threshold"),
     "wise_ft": ("lookalike.pipeline.wise_ft", "wise_ft_curve"),
+    "sweep": ("lookalike.pipeline.sweep", "sweep"),
+    "SweepSettings": ("lookalike.pipeline.sweep", "SweepSettings"),
+    "compare_runs": ("lookalike.report.compare", "compare_runs"),
     # the objects that cross layers, and the settings
     "rank": ("lookalike.ranking", "rank"),
     "Ranking": ("lookalike.ranking", "Ranking"),
@@ -62,12 +70,17 @@ __all__ = [
     "Ranking",
     "RejectionSpec",
     "RetrievalSet",
+    "SweepSettings",
     "TrainConfig",
     "build_index",
     "build_report",
+    "choose_metric",
+    "compare_runs",
     "create_embedder",
     "embed_images",
+    "embed_texts",
     "evaluate",
+    "export_model",
     "load_embedder",
     "load_index",
     "predict",
@@ -75,6 +88,9 @@ __all__ = [
     "retrieval_metrics",
     "save_embedder",
     "search_index",
+    "search_text",
+    "submit_all",
+    "sweep",
     "train_model",
     "tune_class_threshold",
     "tune_threshold",
@@ -107,14 +123,21 @@ if TYPE_CHECKING:
     from lookalike.pipeline.embedding import embed_images
     from lookalike.pipeline.evaluate import evaluate
     from lookalike.pipeline.evaluate_config import EvaluateConfig
+    from lookalike.pipeline.export import export_model
     from lookalike.pipeline.indexing import build_index, search_index
+    from lookalike.pipeline.metric_choice import choose_metric_on as choose_metric
     from lookalike.pipeline.open_set import RejectionSpec
     from lookalike.pipeline.open_set import tune_and_save_threshold as tune_threshold
     from lookalike.pipeline.predict import PredictSpec, predict, tune_class_threshold
     from lookalike.pipeline.submission import write_submission
+    from lookalike.pipeline.submit_all import submit_all
+    from lookalike.pipeline.sweep import SweepSettings, sweep
+    from lookalike.pipeline.text import embed_text_file as embed_texts
+    from lookalike.pipeline.text import search_text
     from lookalike.pipeline.training import train as train_model
     from lookalike.pipeline.wise_ft import RetrievalSet
     from lookalike.pipeline.wise_ft import wise_ft_curve as wise_ft
     from lookalike.ranking import Ranking, rank
+    from lookalike.report.compare import compare_runs
     from lookalike.report.html import build_report
     from lookalike.train.config import TrainConfig

@@ -197,3 +197,11 @@ def test_bad_settings_fail_with_one_line(tmp_path: Path) -> None:
         check_config(tiny_config(tmp_path, tmp_path / "run", "data.m=3"))
     with pytest.raises(ValueError, match="data.source is not set"):
         check_config(TrainConfig())
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_search_space_names_real_config_keys(path: Path) -> None:
+    from lookalike.pipeline.sweep_space import load_space
+
+    params = load_space(path)
+    assert params, f"{path} defines no parameter"

@@ -39,13 +39,22 @@ def test_m_per_class_sampler_fills_batches_with_m_of_each_class() -> None:
 
 
 @pytest.mark.parametrize("kind", ["random", "m_per_class"])
-def test_ddp_ranks_take_alternate_whole_batches_of_one_order(kind: str) -> None:
+def test_ddp_ranks_split_each_single_process_batch(kind: str) -> None:
+    # 2 processes x 4 images: each step's two rank batches are, in rank order, the batch of 8
+    # that one process with batch_size 8 draws (so DDP trains on the same global batches)
     labels = [c for c in range(4) for _ in range(9)]
-    whole = [i for _, i in EpochSampler(labels, kind, 4, 2, seed=1, epoch=3)]
+    whole = [i for _, i in EpochSampler(labels, kind, 8, 2, seed=1, epoch=3)]
     shards = [
         [i for _, i in EpochSampler(labels, kind, 4, 2, seed=1, epoch=3, rank=r, world_size=2)]
         for r in range(2)
     ]
     assert len(shards[0]) == len(shards[1]) == 16
-    batches = [whole[i : i + 4] for i in range(0, 32, 4)]
-    assert [shards[r][i : i + 4] for i in range(0, 16, 4) for r in range(2)] == batches
+    steps = [shards[r][step : step + 4] for step in range(0, 16, 4) for r in range(2)]
+    assert [i for batch in steps for i in batch] == whole[:32]  # a last partial batch is dropped
+    if kind == "m_per_class":  # each rank's batch holds whole classes, m=2 images each
+        for shard in shards:
+            for step in range(0, 16, 4):
+                counts = Counter(labels[i] for i in shard[step : step + 4])
+                assert sorted(counts.values()) == [2, 2]
+    with pytest.raises(ValueError, match="cannot fill a batch of 8 x 2"):
+        EpochSampler(labels, "m_per_class", 8, 2, seed=1, rank=0, world_size=2)

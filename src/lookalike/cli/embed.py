@@ -24,11 +24,15 @@ def embed(
     head: Annotated[str | None, typer.Option(help="Head: none, linear:D, mlp:D [default: none].")] = None,
     weights: Annotated[str | None, typer.Option(help="pretrained, none, or a local weights file [default: pretrained].")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="A saved model folder (instead of --model/--pool/--head/--weights).")] = None,
+    runtime: Annotated[str, typer.Option(help="auto, torch, or onnxruntime: run an ONNX export folder (`lookalike export`) given as --checkpoint [default: auto: ONNX Runtime for an export folder].")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    workers: Annotated[str, typer.Option(help="DataLoader worker processes, or auto (share the cores with the model's threads).")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     tta: Annotated[list[str] | None, typer.Option(help="Test-time augmentation: flip, scale:0.8 (repeatable).")] = None,
     shard_size: Annotated[int, typer.Option(help="Images per resumable shard.")] = 10_000,
+    engine: Annotated[str, typer.Option(help="local, or ray: a pool of model actors on Ray Data (needs the ray extra of lookalike).")] = "local",
+    address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster, HOST:PORT or auto (default: $RAY_ADDRESS when set, else Ray on this machine).")] = None,
+    actors: Annotated[int, typer.Option(help="With --engine ray: model actors (a GPU each where the cluster has them).")] = 2,
 ) -> None:
     """Embed every image of SOURCE; an interrupted run resumes from its finished shards."""
     with progress_bars() as progress:
@@ -36,9 +40,10 @@ def embed(
             source,
             output,
             split=split,
-            model=model_spec_from_options(checkpoint, model, pool, head, weights),
+            model=model_spec_from_options(checkpoint, model, pool, head, weights, runtime=runtime),
             embed=EmbedSpec(batch_size=batch_size, num_workers=workers, device=device,
-                            tta=list(tta or ()), shard_size=shard_size),
+                            tta=list(tta or ()), shard_size=shard_size, engine=engine,
+                            address=address, actors=actors),
             progress=progress,
         )
     skipped = result.info.get("skipped", [])

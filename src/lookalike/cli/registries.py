@@ -13,6 +13,7 @@ from lookalike.models import BACKBONES, HEADS, POOLINGS
 from lookalike.models.classifier import CLASSIFIER_HEADS
 from lookalike.models.heads import ACTIVATIONS
 from lookalike.search.open_set_scores import OBJECTIVES
+from lookalike.search.threshold_rules import THRESHOLD_RULES
 from lookalike.train.augment import AUGMENTATIONS
 from lookalike.train.loggers import LOGGERS
 
@@ -37,6 +38,7 @@ def list_registered() -> None:
         ("augmentations", AUGMENTATIONS),
         ("loggers", LOGGERS),
         ("open-set objectives", OBJECTIVES),
+        ("threshold rules", THRESHOLD_RULES),
     ]:
         table.add_row(title, ", ".join(registry.names()))
     console.print(table)

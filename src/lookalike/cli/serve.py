@@ -19,6 +19,7 @@ def serve(
     pool: Annotated[str, typer.Option(help="Pooling of --model.")] = "auto",
     head: Annotated[str, typer.Option(help="Head of --model.")] = "none",
     weights: Annotated[str, typer.Option(help="Weights of --model: pretrained, none, or a local file.")] = "pretrained",
+    runtime: Annotated[str, typer.Option(help="auto, torch, or onnxruntime: run an ONNX export folder (`lookalike export`) given as --checkpoint [default: auto: ONNX Runtime for an export folder].")] = "auto",
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 exposes the server to the network).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     device: Annotated[str, typer.Option(help="Where the model runs: auto, cpu, cuda[:N].")] = "auto",
@@ -40,7 +41,7 @@ def serve(
         raise ValueError("give --model or --checkpoint, not both")
     spec = None
     if model or checkpoint:
-        spec = ModelSpec(model or "efficientnet_lite:lite0", pool, head, weights, checkpoint)
+        spec = ModelSpec(model or "efficientnet_lite:lite0", pool, head, weights, checkpoint, runtime=runtime)
     settings = ServeSettings(
         max_k=max_k,
         default_k=min(10, max_k),

@@ -24,6 +24,7 @@ def submission(
     threshold: Annotated[float | None, typer.Option(help="Rejection threshold (default: the one stored with the index).")] = None,
     query_column: Annotated[str, typer.Option(help="Kaggle CSV: query column name.")] = "Id",
     prediction_column: Annotated[str, typer.Option(help="Kaggle CSV: prediction column name.")] = "Predicted",
+    json_names: Annotated[str, typer.Option(help="Competition JSON: name images by 'basename', 'relpath' (unique where file names repeat) or 'id'.")] = "basename",
 ) -> None:
     """Write a Kaggle-style CSV or a competition JSON from an index and query embeddings."""
     with progress_bars() as progress:
@@ -38,6 +39,7 @@ def submission(
             query_column=query_column,
             prediction_column=prediction_column,
             progress=progress,
+            names=json_names,  # type: ignore[arg-type]
         )
     rejected = "" if outcome.threshold is None else f", '{no_match_token}' below {outcome.threshold:.4f}"
     console.print(f"{outcome.queries} queries, top-{k}{rejected}: [bold]{outcome.path}[/]")

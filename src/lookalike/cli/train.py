@@ -34,6 +34,8 @@ def train(
     with progress_bars() as progress:
         result = run_train(resolved, test=test, report=report, progress=progress)
     outcome = result.training
+    if not outcome.is_global_zero:  # a DDP worker: rank 0 prints the run
+        return
     if outcome.metrics:
         console.print(metrics_table(outcome.metrics, title=f"Best validation epoch ({outcome.best_epoch})"))
     console.print(f"best checkpoint: [bold]{outcome.best_checkpoint}[/]")

@@ -48,6 +48,9 @@ def tune_threshold(
     table.add_row("no rejection", "-", f"{outcome.baseline:.4f}")
     table.add_row("tuned", f"{outcome.threshold:.4f}", f"{outcome.value:.4f}")
     table.add_row(f"{percentile:g}th percentile", f"{outcome.percentile_threshold:.4f}", f"{outcome.percentile_value:.4f}")
+    corner, corner_value = getattr(outcome, "roc_corner_threshold", None), getattr(outcome, "roc_corner_value", None)
+    if corner is not None and corner_value is not None:
+        table.add_row("ROC corner", f"{corner:.4f}", f"{corner_value:.4f}")
     console.print(table)
     if outcome.held_out_classes:
         console.print(f"{len(outcome.held_out_classes)} classes held out of the gallery as distractors")

@@ -32,16 +32,23 @@ class ImageDataset(Dataset[Sample]):
         image_set: The records, read in their order.
         transform: PIL RGB image -> float tensor ``(3, S, S)`` (e.g.
             :func:`lookalike.models.preprocessing.eval_transform`).
+        draft_size: The side ``transform`` resizes to first; large JPEGs are then decoded at a
+            reduced scale that keeps it (see :func:`~lookalike.data.loading.load_image`).
+            ``None`` decodes every image at full size.
 
     Items are ``(image (3, S, S), index)`` for a readable image and ``(None, index, reason)`` for
     a broken one (a warning is logged); ``index`` is the position in ``image_set``.
     """
 
     def __init__(
-        self, image_set: ImageSet, transform: Callable[[Image.Image], torch.Tensor]
+        self,
+        image_set: ImageSet,
+        transform: Callable[[Image.Image], torch.Tensor],
+        draft_size: int | None = None,
     ) -> None:
         self.image_set = image_set
         self.transform = transform
+        self.draft_size = draft_size
 
     def __len__(self) -> int:
         return len(self.image_set)
@@ -49,7 +56,7 @@ class ImageDataset(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         record = self.image_set[index]
         try:
-            image = load_record(record)
+            image = load_record(record, draft_size=self.draft_size)
         except BrokenImageError as error:
             logger.warning("skipping image %s (id %s): %s", error.path, record.id, error.reason)
             return (None, index, error.reason)

@@ -46,7 +46,7 @@ class BrokenImageError(ValueError):
         return (type(self), (self.path, self.reason))
 
 
-def load_record(record: ImageRecord) -> Image.Image:
+def load_record(record: ImageRecord, draft_size: int | None = None) -> Image.Image:
     """The image of ``record`` (:func:`load_image`); a record its source marked unreadable fails.
 
     Raises:
@@ -55,10 +55,10 @@ def load_record(record: ImageRecord) -> Image.Image:
     """
     if record.unreadable:
         raise BrokenImageError(record.path, record.unreadable)
-    return load_image(record.path)
+    return load_image(record.path, draft_size=draft_size)
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
+def load_image(path: str | os.PathLike[str], draft_size: int | None = None) -> Image.Image:
     """Read ``path`` as an upright 8-bit RGB image, fully decoded.
 
     * The EXIF orientation tag is applied (:func:`PIL.ImageOps.exif_transpose`).
@@ -69,9 +69,15 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
       float images (``F``) are scaled from [0, 1] when all values lie there and min-max stretched
       to [0, 255] otherwise. Values are clipped to the range and non-finite values set to 0.
     * The pixels are decoded here (``Image.load``), so a truncated file fails here, not later.
+    * With ``draft_size``, a JPEG at least twice that size on both sides is decoded at a
+      reduced scale (1/2, 1/4 or 1/8, libjpeg's DCT scaling through Pillow's draft mode) that
+      keeps both sides ``>= draft_size``: a transform that resizes to ``draft_size`` then sees
+      nearly the same pixels, decoded several times faster. Other images are decoded in full.
 
     Args:
         path: The image file.
+        draft_size: The side, in pixels, the image is resized to next (for a centre crop, the
+            short side before the crop); ``None`` decodes at full size.
 
     Returns:
         A PIL image in mode ``"RGB"``, independent of the file (which is closed).
@@ -89,6 +95,8 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         raise BrokenImageError(path, "file is empty (0 bytes)")
     try:
         with Image.open(path) as image:
+            if draft_size is not None and _draft_worthwhile(image, draft_size):
+                image.draft("RGB", (draft_size, draft_size))
             image.load()
             upright = ImageOps.exif_transpose(image)
         return to_rgb(upright)
@@ -102,6 +110,11 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         raise BrokenImageError(path, "not an image file Pillow can identify") from error
     except _DECODE_ERRORS as error:
         raise BrokenImageError(path, f"{type(error).__name__}: {error}") from error
+
+
+def _draft_worthwhile(image: Image.Image, draft_size: int) -> bool:
+    """A JPEG whose sides are both at least twice ``draft_size`` (smaller ones would not shrink)."""
+    return image.format == "JPEG" and min(image.size) >= 2 * draft_size
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

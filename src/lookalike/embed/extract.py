@@ -4,6 +4,12 @@
 order, with DataLoader workers, mixed precision on CUDA, channels-last memory format and optional
 test-time augmentation (:mod:`lookalike.embed.tta`). Broken images are skipped and reported.
 
+The host's cores are shared by a core budget (:func:`lookalike.utils.cores.plan_cores`): on the
+CPU, decoding workers plus the model's intra-op threads never exceed the usable cores; on CUDA the
+workers get them, batches are pinned and copied without blocking. Large JPEGs are decoded at a
+reduced scale that still covers the transform's resize (Pillow's draft mode, see
+:func:`lookalike.data.loading.load_image`).
+
 Given an output folder, the set is processed in shards saved as they finish
 (:mod:`lookalike.embed.shards`), and the assembled set is saved beside them, in a folder built
 beside the target (``.NAME.partial``) and swapped in whole once its manifest is written::
@@ -48,6 +54,7 @@ from lookalike.embed.shards import (
 from lookalike.embed.store import EMBEDDINGS_FILE, EMBEDDINGS_KIND, INFO_FILE, EmbeddingSet
 from lookalike.embed.tta import AugmentedViews
 from lookalike.models.preprocessing import Preprocessing, eval_transform
+from lookalike.utils.cores import CorePlan, intra_op_threads, limit_worker_threads, plan_cores
 from lookalike.utils.devices import check_device
 from lookalike.utils.folders import atomic_folder, check_replaceable, link_verified_files
 
@@ -93,7 +100,7 @@ def embed_image_set(
     *,
     output_dir: Path | None = None,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | str = "auto",
     device: str | torch.device = "auto",
     amp: bool | None = None,
     tta: Sequence[str] = (),
@@ -101,6 +108,7 @@ def embed_image_set(
     progress: Callable[[int], None] | None = None,
     channels_last: bool = True,
     shard_seconds: float = 60.0,
+    draft_decode: bool = True,
 ) -> EmbeddingSet:
     """Embed every readable image of ``image_set``, in order.
 
@@ -114,7 +122,9 @@ def embed_image_set(
             manifest; see the module docstring); ``None`` keeps everything in memory and makes
             the run non-resumable.
         batch_size: Images per forward pass.
-        num_workers: DataLoader worker processes decoding images.
+        num_workers: DataLoader worker processes decoding images, or ``"auto"``: the core
+            budget of :func:`~lookalike.utils.cores.plan_cores`, which also sets the intra-op
+            threads for the run (an explicit count on the CPU shrinks the threads to fit).
         device: ``"auto"`` (CUDA when available, else CPU), or any torch device.
         amp: Autocast the forward pass; ``None`` means on for CUDA only. The dtype is bfloat16
             where supported, else float16. Outputs are stored as float32.
@@ -127,6 +137,8 @@ def embed_image_set(
         channels_last: Run model and inputs in channels-last memory format.
         shard_seconds: A shard also closes once it has taken this long, so that a killed run
             loses about this much work at most.
+        draft_decode: Decode JPEGs at least twice the transform's resize size at a reduced
+            scale (1/2, 1/4, 1/8) that still covers it; False decodes every image in full.
 
     Returns:
         The :class:`EmbeddingSet` of the readable images, ``(N - skipped, D)`` float32. Its
@@ -135,20 +147,26 @@ def embed_image_set(
 
     Raises:
         ValueError: A non-positive ``batch_size``, ``shard_size`` or ``shard_seconds``, a
-            negative ``num_workers``, an unknown ``tta`` name, an embedder output that is not
-            ``(B, embedding_dim)``, or an ``output_dir`` holding something else.
+            ``num_workers`` neither "auto" nor ``>= 0``, an unknown ``tta`` name, an embedder
+            output that is not ``(B, embedding_dim)``, or an ``output_dir`` holding something
+            else.
     """
-    if batch_size < 1 or shard_size < 1 or num_workers < 0 or not shard_seconds > 0:
+    if batch_size < 1 or shard_size < 1 or not shard_seconds > 0:
         raise ValueError(
-            f"need batch_size >= 1, shard_size >= 1, num_workers >= 0, shard_seconds > 0; got "
-            f"{batch_size}, {shard_size}, {num_workers}, {shard_seconds}"
+            f"need batch_size >= 1, shard_size >= 1, shard_seconds > 0; got "
+            f"{batch_size}, {shard_size}, {shard_seconds}"
         )
     augmentation = AugmentedViews.parse(tta)
     torch_device = _resolve_device(device)
     amp_dtype = _amp_dtype(torch_device, amp)
+    cores = plan_cores(num_workers, torch_device)
+    logger.info(
+        "embedding on %s: %d decoding workers, %d intra-op threads, %d cores",
+        torch_device, cores.workers, cores.threads, cores.cores,
+    )
     run = _Extraction(
-        batch_size, num_workers, torch_device, amp_dtype, channels_last, augmentation,
-        shard_size, shard_seconds,
+        batch_size, cores, torch_device, amp_dtype, channels_last, augmentation,
+        shard_size, shard_seconds, draft_decode,
     )
     info = {
         "fingerprint": embedder.fingerprint(),
@@ -183,22 +201,32 @@ class _Extraction:
     """How images are batched, decoded and run through the embedder."""
 
     batch_size: int
-    num_workers: int
+    cores: CorePlan
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
     augmentation: AugmentedViews
     shard_size: int
     shard_seconds: float
+    draft_decode: bool
 
     def loader(self, embedder: EmbedderLike, image_set: ImageSet, start: int) -> DataLoader:
-        """Batches of the images from ``start`` on, in order."""
+        """Batches of the images from ``start`` on, in order, decoded and resized in the
+        workers (pinned for a non-blocking copy on CUDA)."""
+        preprocessing = embedder.preprocessing
+        workers = self.cores.workers
         return DataLoader(
-            ImageDataset(image_set, eval_transform(embedder.preprocessing)),
+            ImageDataset(
+                image_set,
+                eval_transform(preprocessing),
+                # the short side the transform resizes to; a squash resize needs no more
+                draft_size=preprocessing.resize_size if self.draft_decode else None,
+            ),
             batch_sampler=batches_from(start, len(image_set), self.batch_size),
-            num_workers=self.num_workers,
+            num_workers=workers,
             collate_fn=collate_skipping_broken,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=limit_worker_threads if workers else None,
         )
 
     def embed(self, embedder: EmbedderLike, images: torch.Tensor) -> np.ndarray:
@@ -229,7 +257,11 @@ def _embed_from(
     if start >= len(image_set):
         return shards
     ids = image_set.ids
-    with _evaluating(embedder, run.device, run.channels_last), torch.inference_mode():
+    with (
+        _evaluating(embedder, run.device, run.channels_last),
+        torch.inference_mode(),
+        intra_op_threads(run.cores.threads),
+    ):
         parts: list[np.ndarray] = []
         rows: list[np.ndarray] = []
         skipped: list[tuple[int, str]] = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -85,8 +86,15 @@ class Index(ABC):
         """
         self._check(vectors, "training vectors")
 
-    def add(self, vectors: np.ndarray) -> None:
-        """Append ``(N, D)`` rows; they get row numbers ``ntotal .. ntotal + N - 1``."""
+    def add(self, vectors: np.ndarray, labels: Sequence[str | None] | None = None) -> None:
+        """Append ``(N, D)`` rows; they get row numbers ``ntotal .. ntotal + N - 1``.
+
+        ``labels`` (one per row, None where unknown) are kept by kinds that can filter a search
+        by label (``milvus``) and ignored by the others; an index folder's records keep them for
+        every kind.
+        """
+        if labels is not None and len(labels) != np.asarray(vectors).shape[0]:
+            raise ValueError(f"got {len(labels)} labels for {np.asarray(vectors).shape[0]} vectors")
         self._add(self._check(vectors, "vectors"))
 
     def search(self, queries: np.ndarray, k: int) -> SearchResult:

@@ -46,6 +46,7 @@ class FaissIndex(Index):
     def __init__(self, dim: int, metric: Metric | str = "cosine", device: str = "cpu") -> None:
         super().__init__(dim, metric, device)
         self._gpu_resources: Any = None
+        self._memory_mapped = False
         cpu_index = faiss.index_factory(
             self.dim, self.factory_string(), _FAISS_METRICS[self.metric.name]
         )
@@ -65,6 +66,10 @@ class FaissIndex(Index):
 
     def _min_training_rows(self) -> int:
         """Fewest training rows FAISS accepts (0 for indexes that need no training)."""
+        return 0
+
+    def _read_flags(self) -> int:
+        """FAISS ``IO_FLAG_*`` bits :meth:`read_state` reads the index file with."""
         return 0
 
     @property
@@ -104,6 +109,11 @@ class FaissIndex(Index):
         )
 
     def _add(self, vectors: np.ndarray) -> None:
+        if self._memory_mapped:
+            raise ValueError(
+                f"this {self.kind} index was loaded memory-mapped (mmap=true) and is read-only; "
+                "build a new index to add rows"
+            )
         if not self.is_trained:
             logger.info(
                 "%s index is untrained; training it on the %d vectors being added",
@@ -148,12 +158,18 @@ class FaissIndex(Index):
             ) from error
 
     def write_state(self, path: Path) -> None:
+        if self._memory_mapped:  # FAISS would write a reference to the mapped file, not the lists
+            raise ValueError(
+                f"this {self.kind} index was loaded memory-mapped (mmap=true); save the index "
+                "folder it was loaded from instead, or build a new one"
+            )
         cpu_index = self._index if self.device == "cpu" else faiss.index_gpu_to_cpu(self._index)
         faiss.write_index(cpu_index, str(path))
 
     def read_state(self, path: Path) -> None:
+        flags = self._read_flags()
         try:
-            cpu_index = faiss.read_index(str(path))
+            cpu_index = faiss.read_index(str(path), flags)
         except RuntimeError as error:  # FAISS's C++ exceptions, multi-line with a stack
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else "read error"
             raise unreadable(path, RuntimeError(reason), _REBUILD) from None
@@ -164,6 +180,7 @@ class FaissIndex(Index):
                 f"metric {self.metric.name!r}; {_REBUILD}"
             )
         self._index = self._to_device(cpu_index)
+        self._memory_mapped = bool(flags & faiss.IO_FLAG_MMAP) and self.device == "cpu"
 
 
 @INDEXES.register("flat")
@@ -194,6 +211,10 @@ class IVFFlatIndex(FaissIndex):
         nlist: Number of coarse cells; training needs at least ``nlist`` vectors (FAISS advises
             about 39 per cell).
         nprobe: Cells visited per query (recall/speed trade-off; settable between searches).
+        mmap: Loading the saved index memory-maps its inverted lists (FAISS ``IO_FLAG_MMAP``:
+            ``OnDiskInvertedLists`` over the index file) instead of reading them into memory:
+            an index larger than RAM is searched from the page cache. A loaded mapped index is
+            read-only. Kept in ``params`` only when true.
     """
 
     kind = "ivf_flat"
@@ -205,15 +226,23 @@ class IVFFlatIndex(FaissIndex):
         device: str = "cpu",
         nlist: int = 100,
         nprobe: int = 8,
+        mmap: bool = False,
     ) -> None:
         _check_positive(nlist=nlist, nprobe=nprobe)
+        if not isinstance(mmap, bool):
+            raise ValueError(f"mmap must be true or false, got {mmap!r}")  # noqa: TRY004
         self.nlist = int(nlist)
         self.nprobe = int(nprobe)
+        self.mmap = mmap
         super().__init__(dim, metric, device)
 
     @property
-    def params(self) -> dict[str, int]:
-        return {"nlist": self.nlist, "nprobe": self.nprobe}
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"nlist": self.nlist, "nprobe": self.nprobe}
+        return {**params, "mmap": True} if self.mmap else params
+
+    def _read_flags(self) -> int:
+        return faiss.IO_FLAG_MMAP if self.mmap else 0
 
     def factory_string(self) -> str:
         return f"IVF{self.nlist},Flat"
@@ -234,6 +263,10 @@ class IVFFlatIndex(FaissIndex):
         )
 
 
+# IVFPQIndex ``refine`` values and their FAISS index_factory suffixes (IndexRefine).
+_REFINE_FACTORY = {"sq8": ",Refine(SQ8)", "flat": ",RFlat"}
+
+
 @INDEXES.register("ivf_pq")
 class IVFPQIndex(IVFFlatIndex):
     """Inverted file with product-quantised residuals (Jégou, Douze & Schmid, "Product
@@ -246,7 +279,19 @@ class IVFPQIndex(IVFFlatIndex):
         nlist: Number of coarse cells.
         m: Sub-quantisers per vector (bytes per code with ``nbits=8``).
         nbits: Bits per sub-quantiser code; training needs at least ``2**nbits`` vectors.
-        nprobe: Cells visited per query.
+        nprobe: Cells visited per query (applied to the IVF part, refined or not).
+        mmap: Memory-map the inverted lists (the PQ codes) when loading (see ``ivf_flat``).
+            With ``refine`` only the PQ inverted lists are mapped: FAISS reads the refine
+            codes (``IndexRefine``'s second index) into memory, so a loaded refined index holds
+            ``n * dim`` bytes (``sq8``) or ``n * 4 * dim`` bytes (``flat``) in RAM.
+        refine: Re-rank the IVF-PQ candidates with a finer copy of every vector (FAISS
+            ``IndexRefine``, factory suffix ``,Refine(SQ8)`` / ``,RFlat``): "sq8" keeps an
+            8-bit scalar-quantised copy (``dim`` bytes per vector, 4x smaller than flat),
+            "flat" the full float vectors (exact re-ranking). None (default): no re-ranking.
+            CPU only. Kept in ``params`` only when set.
+        k_factor: With ``refine``, the IVF-PQ search returns ``k_factor * k`` candidates that
+            the refine codes re-rank (settable between searches). Kept in ``params`` only with
+            ``refine``.
     """
 
     kind = "ivf_pq"
@@ -261,25 +306,53 @@ class IVFPQIndex(IVFFlatIndex):
         m: int = 8,
         nbits: int = 8,
         nprobe: int = 8,
+        mmap: bool = False,
+        refine: str | None = None,
+        k_factor: int = 4,
     ) -> None:
-        _check_positive(m=m, nbits=nbits)
+        _check_positive(m=m, nbits=nbits, k_factor=k_factor)
         if int(dim) % int(m) != 0:
             raise ValueError(f"ivf_pq needs dim divisible by m, got dim={dim}, m={m}")
+        if refine is not None and refine not in _REFINE_FACTORY:
+            raise ValueError(
+                f"ivf_pq refine must be one of {', '.join(sorted(_REFINE_FACTORY))} or none, "
+                f"got {refine!r}"
+            )
+        if refine is not None and str(device) != "cpu":
+            raise ValueError(f"ivf_pq with refine={refine!r} runs on CPU only; use device='cpu'")
         self.m = int(m)
         self.nbits = int(nbits)
-        super().__init__(dim, metric, device, nlist=nlist, nprobe=nprobe)
+        self.refine = refine
+        self.k_factor = int(k_factor)
+        super().__init__(dim, metric, device, nlist=nlist, nprobe=nprobe, mmap=mmap)
 
     @property
-    def params(self) -> dict[str, int]:
-        return {"nlist": self.nlist, "m": self.m, "nbits": self.nbits, "nprobe": self.nprobe}
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "nlist": self.nlist, "m": self.m, "nbits": self.nbits, "nprobe": self.nprobe
+        }
+        if self.mmap:
+            params["mmap"] = True
+        if self.refine is not None:
+            params.update(refine=self.refine, k_factor=self.k_factor)
+        return params
 
     def factory_string(self) -> str:
-        return f"IVF{self.nlist},PQ{self.m}x{self.nbits}"
+        suffix = "" if self.refine is None else _REFINE_FACTORY[self.refine]
+        return f"IVF{self.nlist},PQ{self.m}x{self.nbits}{suffix}"
 
     def _configure(self, cpu_index: Any) -> None:
         # Polysemous codes (Douze et al., 2016) cost seconds of training and are only used when
         # a Hamming threshold filters candidates, which this index never sets.
-        faiss.downcast_index(cpu_index).do_polysemous_training = False
+        ivf_pq = faiss.downcast_index(faiss.extract_index_ivf(cpu_index))
+        ivf_pq.do_polysemous_training = False
+
+    def _search_parameters(self) -> dict[str, int]:
+        settings = super()._search_parameters()  # nprobe reaches the IVF part inside IndexRefine
+        if self.refine is not None:
+            _check_positive(k_factor=self.k_factor)
+            settings["k_factor_rf"] = self.k_factor
+        return settings
 
     def _min_training_rows(self) -> int:
         return max(self.nlist, 2**self.nbits)

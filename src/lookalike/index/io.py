@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from lookalike.index.base import INDEXES, Index, check_device, create_index
+from lookalike.index.base import INDEXES, Index, create_index
+from lookalike.index.devices import check_index_device
 from lookalike.index.metrics import get_metric
 from lookalike.utils.folders import (
     ArtefactError,
@@ -162,7 +163,8 @@ def load_index(
         folder: The folder.
         expected_fingerprint: Fingerprint of the embedder about to query the index; a mismatch
             with the stored one raises.
-        device: Where to put the index ("cpu", "cuda[:N]").
+        device: Where to put the index: "cpu", "cuda[:N]", or "auto" (a GPU where this index
+            runs on one here, see :func:`~lookalike.index.devices.resolve_index_device`).
 
     Returns:
         The index and its :class:`IndexMetadata`.
@@ -187,7 +189,8 @@ def load_index(
                 f"index at {folder} was built with model fingerprint {fingerprint} but the model "
                 f"given has {expected_fingerprint}; rebuild the index with `lookalike index`"
             )
-    check_device(device)
+    if stored.get("kind") in INDEXES:  # an unknown kind is reported below, naming the file
+        device = check_index_device(device, str(stored["kind"]))
     try:
         index = create_index(
             stored["kind"], stored["dim"], stored["metric"], device=device, **stored["params"]

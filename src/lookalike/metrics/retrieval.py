@@ -228,7 +228,7 @@ def evaluate_retrieval(
     precision_ks: Iterable[int] = (10,),
     map_at_k: int = 5,
     weights: Mapping[int, float] | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     device: str | torch.device = "cpu",
     junk: Sequence[Sequence[int]] | None = None,
     skip_queries_without_positives: bool = True,

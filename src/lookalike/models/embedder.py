@@ -69,6 +69,16 @@ class Embedder(nn.Module):
         embeddings = self.head(self.pooling(self.backbone(images)))
         return F.normalize(embeddings, dim=-1) if self.normalize else embeddings
 
+    def with_normalize(self, normalize: bool) -> Embedder:
+        """This embedder with L2 normalisation switched on or off (in place; returned).
+
+        The setting is part of :attr:`config`, so it is saved with the model and changes the
+        :meth:`fingerprint`: embeddings with and without normalisation never mix.
+        """
+        self.normalize = bool(normalize)
+        self._config["normalize"] = self.normalize
+        return self
+
     def eval_transform(self) -> v2.Compose:
         """PIL RGB image -> ``(3, S, S)`` input tensor, as the weights expect."""
         return eval_transform(self.preprocessing)

@@ -13,11 +13,14 @@ from pathlib import Path
 from lookalike.data.records import ImageSet
 from lookalike.data.sources import load_source
 from lookalike.embed.extract import embed_image_set
+from lookalike.embed.ray_cluster import check_ray_settings
+from lookalike.embed.ray_engine import embed_image_set_ray
 from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EmbeddingSet
 from lookalike.embed.tta import AugmentedViews
 from lookalike.models import Embedder
 from lookalike.models.spec import ModelSpec, build_embedder
+from lookalike.utils.cores import parse_workers
 from lookalike.utils.devices import check_device
 from lookalike.utils.progress import ProgressFactory, tracker
 
@@ -31,14 +34,21 @@ def check_embed_spec(spec: EmbedSpec) -> None:
     for name, value, least in (
         ("batch_size", spec.batch_size, 1),
         ("shard_size", spec.shard_size, 1),
-        ("num_workers", spec.num_workers, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    parse_workers(spec.num_workers)
     if not spec.shard_seconds > 0:  # NaN fails too
         raise ValueError(f"shard_seconds must be a positive number, got {spec.shard_seconds!r}")
     AugmentedViews.parse(spec.tta)
-    check_device(spec.device)
+    if spec.engine == "ray":
+        check_ray_settings(spec.device, spec.actors, spec.address)
+    elif spec.engine == "local":
+        check_device(spec.device)
+        if spec.address is not None:
+            raise ValueError(f"address {spec.address!r} is for the ray engine; add engine='ray'")
+    else:
+        raise ValueError(f"unknown embedding engine {spec.engine!r}; valid names: local, ray")
 
 
 def embed_images(
@@ -59,7 +69,8 @@ def embed_images(
             embeddings in memory only.
         split: Embed only the records of this split ("query", "gallery" ...).
         model: The embedder, or the :class:`ModelSpec` naming it; None: ``ModelSpec()``.
-        embed: Batch size, workers, device, test-time augmentation, shard size;
+        embed: Batch size, workers, device, test-time augmentation, shard size, engine
+            ("local", or "ray": a pool of Ray actors writing the same folder);
             None: ``EmbedSpec()``.
         progress: Asked for one step, ``"embedding <set name>"`` over the images, whose
             callback is called with the number of images done after each batch.
@@ -80,16 +91,37 @@ def embed_images(
         images = images.split(split)
         if not len(images):
             raise ValueError(f"{source} has no records with split {split!r}")
-    embedder = model if isinstance(model, Embedder) else build_embedder(model or ModelSpec())
+    # a built embedder (PyTorch, or an ONNX Runtime one from build_embedder) is used as given
+    embedder = (
+        build_embedder(model or ModelSpec())
+        if model is None or isinstance(model, ModelSpec)
+        else model
+    )
+    if spec.engine == "ray":
+        return embed_image_set_ray(
+            embedder,
+            images,
+            output_dir=None if output is None else Path(output),
+            batch_size=spec.batch_size,
+            device=spec.device,
+            tta=tuple(spec.tta),
+            shard_size=spec.shard_size,
+            shard_seconds=spec.shard_seconds,
+            draft_decode=spec.draft_decode,
+            progress=tracker(progress, f"embedding {images.name}", len(images)),
+            address=spec.address,
+            actors=spec.actors,
+        )
     return embed_image_set(
         embedder,
         images,
         output_dir=None if output is None else Path(output),
         batch_size=spec.batch_size,
-        num_workers=spec.num_workers,
+        num_workers=parse_workers(spec.num_workers),
         device=spec.device,
         tta=tuple(spec.tta),
         shard_size=spec.shard_size,
         shard_seconds=spec.shard_seconds,
+        draft_decode=spec.draft_decode,
         progress=tracker(progress, f"embedding {images.name}", len(images)),
     )

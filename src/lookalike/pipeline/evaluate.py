@@ -7,12 +7,14 @@ The job a user runs to score a model on a retrieval split::
                                                        ├─► open-set metrics at the threshold
                                                        ├─► variants.csv (baseline of re-ranking)
                                                        ├─► results.csv (when the index is exact)
+                                                       ├─► metric_choice.json (index.metric=auto)
                                                        └─► report.html, then manifest.json
 
 The ranking is computed once, by :func:`lookalike.ranking.rank`, and everything downstream reads
 it. Metrics are exact, so an approximate index never flatters or penalises a model; when the
 configured index is approximate (IVF, HNSW, PQ) ``results.csv`` comes from searching it, as a
-deployment would serve it.
+deployment would serve it. With ``index.metric=auto`` the four metrics are scored on the
+protocol's val split first (:func:`resolve_metric`) and the run ranks with the best one.
 
 The run folder is built beside its target (``.NAME.partial``) and swapped in whole once its
 manifest is written, so a failed or killed run never leaves a half-written folder. Embedding
@@ -23,6 +25,7 @@ shards of its embeddings that still match its manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from collections.abc import Sequence
@@ -32,18 +35,21 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.config import resolve_config, save_config
-from lookalike.index import INDEXES, get_metric
+from lookalike.index import INDEXES, check_index_device, get_metric
 from lookalike.index.io import read_index_metadata
 from lookalike.index.result import SearchResult
 from lookalike.metrics import retrieval_metrics
+from lookalike.metrics.metric_choice import MetricChoice
 from lookalike.models import Embedder
 from lookalike.pipeline.evaluate_config import EvaluateConfig, check_evaluate_config
 from lookalike.pipeline.evaluate_inputs import (
     EvaluationInputs,
+    chooses_metric,
     embedding_folders,
     load_inputs,
     load_precomputed,
 )
+from lookalike.pipeline.metric_choice import resolve_metric
 from lookalike.pipeline.open_set import RejectionSpec, rejection_metrics
 from lookalike.pipeline.postprocess import compare_variants, write_variants_csv
 from lookalike.ranking import RANKING_FILE, Ranking, rank
@@ -83,6 +89,8 @@ class EvaluateOutcome:
         ranking: The run's ranking (also saved as ``ranking.npz``).
         inputs: The embeddings ranked, with the split and embedder that made them.
         report_path: ``report.html`` when one was written.
+        metric_choice: The metric chosen with ``index.metric=auto`` and every candidate's scores
+            (also ``metric_choice.json``); None when the metric was given.
     """
 
     metrics: dict[str, float]
@@ -93,6 +101,7 @@ class EvaluateOutcome:
     ranking: Ranking | None = None
     inputs: EvaluationInputs | None = None
     report_path: Path | None = None
+    metric_choice: MetricChoice | None = None
 
 
 def resolve_threshold(spec: RejectionSpec) -> float | None:
@@ -188,8 +197,9 @@ def compare_postprocessing(
 
 
 def check_inputs(config: EvaluateConfig, inputs: EvaluationInputs) -> None:
-    """Refuse rows that would rank wrongly: NaN or infinite ones, and zero ones under cosine."""
-    cosine = get_metric(config.index.metric).normalize
+    """Refuse rows that would rank wrongly: NaN or infinite ones, and zero ones under cosine
+    (or under ``auto``, which tries cosine)."""
+    cosine = chooses_metric(config) or get_metric(config.index.metric).normalize
     query_name = config.query_embeddings or config.embeddings or f"{config.source} (queries)"
     gallery_name = config.gallery_embeddings or config.embeddings or f"{config.source} (gallery)"
     check_vectors(inputs.query.embeddings, f"{query_name} embeddings", cosine)
@@ -212,6 +222,8 @@ def run_evaluation(
         What the run produced; its folder is ``config.output``.
     """
     check_evaluate_config(config)
+    device = check_index_device(config.index.device, config.index.kind)
+    config = dataclasses.replace(config, index=dataclasses.replace(config.index, device=device))
     threshold = resolve_threshold(config.rejection)
     output = Path(config.output)
     check_replaceable(output, RUN_KIND)
@@ -224,7 +236,10 @@ def run_evaluation(
             _keep_only_embeddings(build, output)
         inputs = precomputed or load_inputs(config, embedder, progress, build)
         check_inputs(config, inputs)
+        config, choice = resolve_metric(config, inputs)
         record = RunRecord(build)
+        if choice is not None:
+            choice.save(build)
         ranking, metrics, variants = _write_run(config, inputs, record, threshold, progress)
         _drop_unused_embeddings(record)
         if config.report:
@@ -239,6 +254,7 @@ def run_evaluation(
         ranking,
         inputs,
         output / REPORT_FILE if config.report else None,
+        choice,
     )
 
 

@@ -8,15 +8,16 @@ from typing import Any
 
 from lookalike.embed.spec import EmbedSpec
 from lookalike.index import INDEXES
+from lookalike.index.devices import check_index_device
 from lookalike.index.metrics import get_metric
 from lookalike.index.spec import IndexSpec
 from lookalike.metrics import metrics_depth
+from lookalike.metrics.metric_choice import AUTO_METRIC, DEFAULT_MONITOR
 from lookalike.models.spec import ModelSpec
 from lookalike.pipeline.embedding import check_embed_spec
 from lookalike.pipeline.open_set import RejectionSpec
 from lookalike.pipeline.postprocess import PostprocessSpec
 from lookalike.search.rejection import check_threshold
-from lookalike.utils.devices import check_device
 
 
 @dataclass
@@ -37,7 +38,11 @@ class EvaluateConfig:
         gallery_embeddings: Folder of precomputed gallery embeddings.
         model: The embedder.
         embed: How images are embedded.
-        index: The index that produces ``results.csv``.
+        index: The index that produces ``results.csv``; ``index.metric=auto`` scores cosine,
+            inner product, L2 and L1 on the protocol's val split (the test split when it has
+            none, which the run says) and uses the best by ``metric_monitor``
+            (``metric_choice.json`` in the run).
+        metric_monitor: What ``index.metric=auto`` maximises ("map@r", "recall@1", "map@5" ...).
         postprocess: Whitening / DBA / QE / k-reciprocal steps, each scored beside the baseline
             in ``variants.csv``.
         rejection: A "no match" threshold (fixed, or the one stored with an index folder).
@@ -58,6 +63,7 @@ class EvaluateConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     embed: EmbedSpec = field(default_factory=EmbedSpec)
     index: IndexSpec = field(default_factory=IndexSpec)
+    metric_monitor: str = DEFAULT_MONITOR
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
     rejection: RejectionSpec = field(default_factory=RejectionSpec)
     k: int = 10
@@ -131,9 +137,10 @@ def check_evaluate_config(config: EvaluateConfig) -> None:
             f"threshold is used ({config.rejection.index}), not both"
         )
     check_threshold(config.rejection.threshold, "the rejection threshold")
-    get_metric(config.index.metric)
+    if config.index.metric.strip().lower() != AUTO_METRIC:
+        get_metric(config.index.metric)
     INDEXES.get(config.index.kind)
-    check_device(config.index.device, allow_auto=False)
+    check_index_device(config.index.device, config.index.kind)
     check_embed_spec(config.embed)
     if config.postprocess.enabled:
         _check_postprocess(config.postprocess)

@@ -17,6 +17,7 @@ from lookalike.data.protocols import RetrievalSplit, make_split
 from lookalike.data.records import ImageSet
 from lookalike.data.sources import load_source
 from lookalike.embed.store import EmbeddingSet
+from lookalike.metrics.metric_choice import AUTO_METRIC
 from lookalike.models import Embedder
 from lookalike.models.spec import build_embedder
 from lookalike.pipeline.embedding import embed_images
@@ -38,6 +39,8 @@ class EvaluationInputs:
         exclude_self: Every query is a gallery item (by id) and never its own match.
         split: The protocol's split of the source (None for precomputed embeddings).
         embedder: The model that embedded the images (None for precomputed embeddings).
+        val: The protocol's val images' embeddings, loaded only where ``index.metric=auto``
+            chooses on them (None otherwise, and when the protocol has no val split).
     """
 
     query: EmbeddingSet
@@ -45,6 +48,7 @@ class EvaluationInputs:
     exclude_self: bool
     split: RetrievalSplit | None = None
     embedder: Embedder | None = None
+    val: EmbeddingSet | None = None
 
     def skipped(self) -> list[dict[str, str]]:
         """Images that could not be read on either side, once each."""
@@ -69,10 +73,23 @@ def split_embeddings(
     return rows_of(embeddings, split.query), rows_of(embeddings, split.gallery), split.exclude_self
 
 
+def chooses_metric(config: EvaluateConfig) -> bool:
+    """Whether the run chooses its metric on validation data (``index.metric=auto``)."""
+    return config.index.metric.strip().lower() == AUTO_METRIC
+
+
 def load_precomputed(config: EvaluateConfig) -> EvaluationInputs:
     """The embedding folders of ``config``: one split by the protocol, or query and gallery."""
     if config.embeddings:
-        return EvaluationInputs(*split_embeddings(EmbeddingSet.load(config.embeddings), config))
+        embeddings = EmbeddingSet.load(config.embeddings)
+        split = make_split(embeddings.to_image_set(), config.protocol, **config.protocol_args)
+        val = None
+        if chooses_metric(config) and split.val is not None and len(split.val):
+            val = rows_of(embeddings, split.val)
+        return EvaluationInputs(
+            rows_of(embeddings, split.query), rows_of(embeddings, split.gallery),
+            split.exclude_self, val=val,
+        )
     query = EmbeddingSet.load(config.query_embeddings)
     gallery = EmbeddingSet.load(config.gallery_embeddings)
     if query.fingerprint and gallery.fingerprint and query.fingerprint != gallery.fingerprint:
@@ -101,11 +118,16 @@ def embed_source(
         return embed_images(images, record.embeddings_dir(name), model=embedder,
                             embed=config.embed, progress=progress)
 
+    val = None
+    if chooses_metric(config) and split.val is not None and len(split.val):
+        val = embed(split.val, "val")
     if split.exclude_self:
         gallery = embed(split.gallery, "all")
-        return EvaluationInputs(rows_of(gallery, split.query), gallery, True, split, embedder)
+        return EvaluationInputs(
+            rows_of(gallery, split.query), gallery, True, split, embedder, val
+        )
     query, gallery = embed(split.query, "query"), embed(split.gallery, "gallery")
-    return EvaluationInputs(query, gallery, False, split, embedder)
+    return EvaluationInputs(query, gallery, False, split, embedder, val)
 
 
 def load_inputs(

@@ -19,10 +19,20 @@ import numpy as np
 
 from lookalike.embed.spec import EmbedSpec
 from lookalike.embed.store import EMBEDDINGS_FILE, EmbeddingSet, is_embedding_folder
-from lookalike.index import Index, create_index, get_metric, load_index, save_index
+from lookalike.index import (
+    INDEXES,
+    Index,
+    check_index_device,
+    create_index,
+    get_metric,
+    load_index,
+    save_index,
+)
 from lookalike.index.result import SearchResult
+from lookalike.metrics.metric_choice import AUTO_METRIC, CANDIDATE_METRICS, DEFAULT_MONITOR
 from lookalike.models.spec import ModelSpec, build_embedder
 from lookalike.pipeline.embedding import embed_images
+from lookalike.pipeline.metric_choice import METRIC_CHOICE_KEY, choose_metric_on
 from lookalike.search.rejection import check_threshold
 from lookalike.search.topk import search, self_exclusion
 from lookalike.search.writers import results_format, write_results
@@ -45,6 +55,9 @@ def build_index(
     seed: int = 0,
     extra: dict[str, Any] | None = None,
     threshold: float | None = None,
+    validation: EmbeddingSet | str | Path | None = None,
+    validation_gallery: EmbeddingSet | str | Path | None = None,
+    monitor: str = DEFAULT_MONITOR,
     **params: Any,
 ) -> tuple[Index, Path]:
     """Build an index over ``gallery`` and save it to ``output``.
@@ -53,31 +66,63 @@ def build_index(
         gallery: ``(N, D)`` gallery embeddings with their ids, or their folder.
         output: The index folder.
         kind: Registered index name ("flat", "ivf_flat", "ivf_pq", "hnsw", "exact_torch").
-        metric: "cosine", "ip", "l2" or "l1".
-        device: "cpu" or "cuda[:N]".
+        metric: "cosine", "ip", "l2", "l1", or "auto": the best of the four on ``validation``
+            by ``monitor`` (:func:`~lookalike.pipeline.metric_choice.choose_metric_on`); the
+            choice and every candidate's scores are stored with the index
+            (``extra["metric_choice"]``, read back by :func:`stored_metric_choice`), and
+            searches use the chosen metric.
+        device: "cpu", "cuda[:N]" or "auto" (a GPU where this index runs on one here).
         train_sample: Rows drawn (seeded) to train indexes that need training (IVF, PQ).
         seed: Seed of that draw.
         extra: Stored with the metadata (e.g. ``{"source": "v2"}``).
         threshold: Rejection threshold stored with the index (``extra["threshold"]``), applied
             by :func:`search_index` unless it is given another.
+        validation: Labelled validation embeddings (or their folder) for ``metric="auto"``:
+            the queries, or, without ``validation_gallery``, a set ranked all-vs-all.
+        validation_gallery: Validation gallery embeddings (or their folder).
+        monitor: The retrieval metric ``metric="auto"`` maximises ("map@r", "recall@1" ...).
         **params: Index parameters (``nlist``, ``m``, ``M``, ``nprobe``, ``ef_search`` ...).
 
     Returns:
         The built index and its folder.
 
     Raises:
-        ValueError: An unknown or absent ``device``, a NaN or infinite ``threshold``, or an
-            empty gallery; nothing is written then.
+        ValueError: An unknown or absent ``device``, a NaN or infinite ``threshold``, an
+            empty gallery, or ``metric="auto"`` without validation embeddings (or validation
+            embeddings without it); nothing is written then.
     """
-    check_device(device, allow_auto=False)
+    device = check_index_device(device, kind)
     threshold = check_threshold(threshold, "threshold")
+    auto = metric.strip().lower() == AUTO_METRIC
+    if auto and validation is None:
+        raise ValueError(
+            "metric 'auto' chooses on validation embeddings; give them (--val-embeddings, "
+            "or --val-query-embeddings with --val-gallery-embeddings)"
+        )
+    if not auto and (validation is not None or validation_gallery is not None):
+        raise ValueError(
+            f"validation embeddings are used by metric 'auto' only, not {metric!r}; drop them "
+            "or use --metric auto"
+        )
+    if not auto:
+        get_metric(metric)
     gallery_name = None if isinstance(gallery, EmbeddingSet) else Path(gallery)
     if not isinstance(gallery, EmbeddingSet):
         gallery = EmbeddingSet.load(gallery)
     if len(gallery) == 0:
         raise ValueError("the gallery has no embeddings; nothing to index")
-    check_vectors(gallery.embeddings, _name(gallery_name, "gallery"), get_metric(metric).normalize)
     extra = dict(extra or {})
+    if auto:
+        supported = getattr(INDEXES.get(kind), "supported_metrics", CANDIDATE_METRICS)
+        choice = choose_metric_on(
+            validation, validation_gallery, fingerprint=gallery.fingerprint, monitor=monitor,
+            candidates=[name for name in CANDIDATE_METRICS if name in supported],
+        )
+        logger.info("metric auto: %s (%s %.4f on %s)", choice.metric, monitor,
+                    choice.scores[choice.metric][monitor], choice.split)
+        metric = choice.metric
+        extra[METRIC_CHOICE_KEY] = choice.to_dict()
+    check_vectors(gallery.embeddings, _name(gallery_name, "gallery"), get_metric(metric).normalize)
     if threshold is not None:
         extra["threshold"] = threshold
     index = create_index(kind, gallery.dim, metric, device=device, **params)
@@ -85,7 +130,7 @@ def build_index(
         rows = np.random.default_rng(seed).permutation(len(gallery))[:train_sample]
         logger.info("training %s index on %d of %d rows", kind, len(rows), len(gallery))
         index.train(gallery.embeddings[np.sort(rows)])
-    index.add(gallery.embeddings)
+    index.add(gallery.embeddings, labels=gallery.labels)
     folder = save_index(
         index,
         output,
@@ -139,7 +184,8 @@ def search_index(
             embeddings must come from the model that built the index (same fingerprint).
         output: Results file, ``.csv`` or ``.json``.
         k: Results per query (at most the index size).
-        device: Where to load the index.
+        device: Where to load the index: "cpu", "cuda[:N]" or "auto" (a GPU where the index
+            runs on one here; FAISS indexes need faiss-gpu).
         threshold: A rejection threshold that overrides the one stored with the index.
         use_threshold: Apply a threshold (given, or stored with the index) at all.
         exclude_self: Drop each query's own id from its results (queries are in the gallery).
@@ -171,7 +217,7 @@ def search_index(
             "or use_threshold=False (--no-threshold), not both"
         )
     threshold = check_threshold(threshold, "threshold")
-    check_device(device, allow_auto=False)
+    check_device(device)
     check_device((embed or EmbedSpec()).device)
     embedded = isinstance(queries, EmbeddingSet) or is_embedding_folder(queries)
     if embedded and query_embeddings_dir is not None:

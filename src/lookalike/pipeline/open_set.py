@@ -4,7 +4,8 @@ Queries with no label are distractors (their right answer is "no match"). Where 
 has none, whole classes are held out of the gallery (:func:`~lookalike.search.thresholds.
 holdout_distractors`) so that their queries become distractors, as at test time. The threshold
 that maximises the chosen objective (MAP@K with "no match" as a valid answer, the weighted top-k
-score, or accept/reject F1) is kept, beside the percentile rule for comparison.
+score, or accept/reject F1) is kept, beside the percentile rule and the ROC corner rule (the ROC
+point closest to FMR 0, TMR 1; :mod:`lookalike.search.threshold_rules`) for comparison.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lookalike.search.open_set_scores import (
     objective_depth,
     open_set_roc,
 )
+from lookalike.search.threshold_rules import roc_corner_threshold
 from lookalike.search.thresholds import (
     holdout_distractors,
     nearest_positive_scores,
@@ -84,6 +86,8 @@ class ThresholdOutcome:
         baseline: Its value without rejection.
         percentile_threshold: The percentile rule's threshold.
         percentile_value: The objective's value there.
+        roc_corner_threshold: The ROC corner rule's threshold (None without distractors).
+        roc_corner_value: The objective's value there.
         held_out_classes: Classes held out of the gallery to make distractors (empty if given).
         curve: ``(T, 2)`` rows of ``(threshold, objective)``.
         operating_points: FNMR at FMR 1% and 0.1%: ``[{target_fmr, threshold, fmr, fnmr}]``.
@@ -100,6 +104,8 @@ class ThresholdOutcome:
     curve: np.ndarray
     operating_points: list[dict[str, float]] = field(default_factory=list)
     metric: str = "cosine"
+    roc_corner_threshold: float | None = None
+    roc_corner_value: float | None = None
 
     def save(self, folder: str | Path) -> Path:
         """Write ``threshold.json`` (everything but the curve, which goes to ``threshold_curve.csv``)."""
@@ -123,6 +129,11 @@ class ThresholdOutcome:
             self.percentile_threshold, color="tab:green", linestyle="--",
             label=f"percentile rule {self.percentile_threshold:.4f}",
         )
+        if self.roc_corner_threshold is not None:
+            axes.axvline(
+                self.roc_corner_threshold, color="tab:purple", linestyle="-.",
+                label=f"ROC corner {self.roc_corner_threshold:.4f}",
+            )
         axes.set_xlabel(f"threshold ({self.metric} score)")
         axes.set_ylabel(self.objective)
         axes.legend(fontsize="small")
@@ -196,6 +207,7 @@ def tune_rejection(
     genuine_scores = nearest_positive_scores(result, query_labels, labels)
     rule = percentile_threshold(genuine_scores, spec.percentile, result.higher_is_better) if np.isfinite(genuine_scores).any() else threshold
     points = [p._asdict() for p in fnmr_at_fmr(result, query_labels, labels, (1e-2, 1e-3))]
+    corner = roc_corner_threshold(result, query_labels, labels)
     return ThresholdOutcome(
         threshold=threshold,
         objective=spec.objective,
@@ -207,6 +219,8 @@ def tune_rejection(
         curve=curve,
         operating_points=points,
         metric=metric,
+        roc_corner_threshold=corner,
+        roc_corner_value=objective_value(result, query_labels, labels, spec.objective, corner, weights),
     )
 
 
@@ -310,7 +324,9 @@ def rejection_metrics(
     """Open-set metrics of a ranking at ``threshold``, with the no-rejection values beside them.
 
     Keys: ``map@K``/``weighted_topk``/``f1`` with suffix ``_rejection`` (at the threshold) and
-    ``_no_rejection``; ``fnmr@fmr=0.01`` and ROC AUC when there are distractor queries.
+    ``_no_rejection``; ``fnmr@fmr=0.01``, ROC AUC, and the ROC corner rule's threshold
+    (``roc_corner_threshold``) with each objective there (suffix ``_roc_corner``) when there are
+    distractor queries.
 
     Args:
         ranking: The run's ranking; unlabelled queries are distractors.
@@ -334,4 +350,10 @@ def rejection_metrics(
         metrics["open_set_auc"] = float(np.trapezoid(tmr, fmr))
         point = fnmr_at_fmr(result, query_labels, labels, (1e-2,))[0]
         metrics["fnmr@fmr=0.01"] = point.fnmr
+        corner = roc_corner_threshold(result, query_labels, labels)
+        metrics["roc_corner_threshold"] = corner
+        for objective in (f"map@{map_at}", "weighted_topk", "f1"):
+            metrics[f"{objective}_roc_corner"] = objective_value(
+                result, query_labels, labels, objective, corner, weights
+            )
     return metrics

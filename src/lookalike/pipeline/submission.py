@@ -15,6 +15,7 @@ from typing import Literal
 from lookalike.embed.store import EmbeddingSet
 from lookalike.index import get_metric, load_index
 from lookalike.report.submission import (
+    NAME_MODES,
     NO_MATCH_TOKEN,
     PREDICT_MODES,
     write_competition_json,
@@ -69,6 +70,7 @@ def write_submission(
     prediction_column: str = "Predicted",
     device: str = "cpu",
     progress: ProgressFactory | None = None,
+    names: Literal["basename", "id", "relpath"] = "basename",
 ) -> SubmissionOutcome:
     """Search a gallery index with query embeddings and write the competition file.
 
@@ -86,6 +88,8 @@ def write_submission(
         prediction_column: Kaggle CSV: header of the prediction column.
         device: Where to load the index.
         progress: Asked for one step, "searching" over the queries.
+        names: Competition JSON only: images named by file name ("basename"; repeats are an
+            error), path relative to the query or gallery folder ("relpath") or id ("id").
 
     Returns:
         Where the file went, with the settings it was written with.
@@ -103,6 +107,8 @@ def write_submission(
         raise ValueError(f"k must be at least 1, got {k}")
     if suffix == ".csv" and predict not in PREDICT_MODES:
         raise ValueError(f"unknown predict {predict!r}; valid: {', '.join(PREDICT_MODES)}")
+    if suffix == ".json" and names not in NAME_MODES:
+        raise ValueError(f"unknown names {names!r}; valid: {', '.join(NAME_MODES)}")
     threshold = check_threshold(threshold, "threshold")
     check_device(device, allow_auto=False)
     query_set = queries if isinstance(queries, EmbeddingSet) else EmbeddingSet.load(queries)
@@ -119,7 +125,9 @@ def write_submission(
         progress=tracker(progress, "searching", len(query_set)),
     )
     if suffix == ".json":
-        write_competition_json(output, result, query_set.paths, metadata.paths, k=k,
+        by_id = names == "id"
+        write_competition_json(output, result, query_set.ids if by_id else query_set.paths,
+                               metadata.ids if by_id else metadata.paths, names=names, k=k,
                                rejection_threshold=threshold, no_match_token=no_match_token)
     else:
         write_kaggle_csv(output, result, query_set.ids, metadata.ids, metadata.labels,

@@ -22,10 +22,12 @@ manifest is an unfinished run, which readers refuse.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 
 from lookalike.config import resolve_config
@@ -39,6 +41,7 @@ from lookalike.report.html import build_report
 from lookalike.runs import TEST_DIR, RunRecord
 from lookalike.train.config import TrainConfig, check_config
 from lookalike.train.run import TrainOutcome, run_training
+from lookalike.utils.devices import free_cached_gpu_memory
 from lookalike.utils.folders import read_manifest
 from lookalike.utils.progress import ProgressFactory
 
@@ -88,6 +91,7 @@ def evaluate_trained_model(
     embed = EmbedSpec(
         batch_size=data.val_batch_size or data.batch_size, num_workers=data.num_workers
     )
+    started = time.monotonic()
     evaluation = run_evaluation(
         EvaluateConfig(
             source=data.source,
@@ -118,6 +122,7 @@ def evaluate_trained_model(
         "threshold": None,
         "k": settings.k,
         "test_metrics": evaluation.metrics,
+        "test_seconds": round(time.monotonic() - started, 3),
     }
     inputs = evaluation.inputs
     split_train = inputs.split.train if inputs is not None and inputs.split is not None else None
@@ -139,6 +144,7 @@ def train(
     report: bool = True,
     train_sample: int = 2000,
     progress: ProgressFactory | None = None,
+    callbacks: Sequence[L.Callback] = (),
 ) -> TrainingResult:
     """Train as ``config`` says, evaluate the best model on the test split, write the report.
 
@@ -151,6 +157,7 @@ def train(
         report: Write ``report.html`` into the run folder.
         train_sample: Training images embedded for the report's embedding map.
         progress: Receives the progress of the test evaluation.
+        callbacks: Lightning callbacks added to the run's own (a sweep's pruning callback).
 
     Returns:
         The training run, its test evaluation and its report.
@@ -163,10 +170,13 @@ def train(
     RunRecord(config.output).unfinish()
     if config.wise_ft.enabled:
         save_training_start(config)
-    outcome = run_training(config)
+    outcome = run_training(config, callbacks)
+    if not outcome.is_global_zero:  # a DDP worker: rank 0 tests, reports and finishes the run
+        return TrainingResult(outcome)
     test = test and config.data.protocol != "train_only"  # nothing to test on: self-supervised
     if config.wise_ft.enabled:
         outcome = wise_ft_after_training(config, outcome, progress)
+    free_cached_gpu_memory()  # the test evaluation starts from an empty cache
     evaluation = (
         evaluate_trained_model(config, outcome, train_sample, progress=progress) if test else None
     )

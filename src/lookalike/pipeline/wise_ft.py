@@ -43,7 +43,12 @@ from lookalike.train.data import resize_preprocessing
 from lookalike.train.module import validation_metrics
 from lookalike.train.run import TrainOutcome
 from lookalike.train.unlabelled import load_images
-from lookalike.train.validation import ValidationSet, validation_set
+from lookalike.train.validation import (
+    DEFAULT_PRECISION_KS,
+    DEFAULT_VAL_KS,
+    ValidationSet,
+    validation_set,
+)
 from lookalike.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lookalike.utils.progress import ProgressFactory
 
@@ -70,6 +75,8 @@ class RetrievalSet:
         protocol: Split protocol of the source.
         protocol_args: Protocol options.
         part: "val" (the split's val images, all-vs-all) or "test" (its query/gallery).
+        ks: Cut-offs of Recall@K (a training run's ``trainer.val_k``).
+        precision_ks: Cut-offs of Precision@K (``trainer.precision_k``).
     """
 
     name: str
@@ -77,6 +84,8 @@ class RetrievalSet:
     protocol: str = "all_vs_all"
     protocol_args: dict[str, Any] = field(default_factory=dict)
     part: str = "test"
+    ks: tuple[int, ...] = DEFAULT_VAL_KS
+    precision_ks: tuple[int, ...] = DEFAULT_PRECISION_KS
 
     def load(self) -> ValidationSet:
         """The images and their query/gallery roles."""
@@ -84,7 +93,7 @@ class RetrievalSet:
         found = validation_set(split, self.part)
         if found is None:
             raise ValueError(f"retrieval set {self.name!r}: part must be 'val' or 'test'")
-        return found
+        return replace(found, ks=tuple(self.ks), precision_ks=tuple(self.precision_ks))
 
 
 @dataclass
@@ -254,7 +263,8 @@ def wise_ft_after_training(
         Path(config.output) / PRETRAINED_DIR,
         outcome.model_dir,
         Path(config.output) / WISE_FT_DIR,
-        RetrievalSet("val", data.source, data.protocol, dict(data.protocol_args), data.val_split),
+        RetrievalSet("val", data.source, data.protocol, dict(data.protocol_args), data.val_split,
+                     tuple(config.trainer.val_k), tuple(config.trainer.precision_k)),
         alphas=config.wise_ft.alphas,
         monitor=config.trainer.monitor.removeprefix("val/"),
         embed=EmbedSpec(batch_size=data.val_batch_size or data.batch_size,

@@ -3,7 +3,12 @@
 Queries are scored in chunks of ``chunk_size`` rows: from each chunk's ``(chunk, N)`` score
 matrix the ranks of the relevant gallery items are found (:mod:`lookalike.ranking.gallery_ranks`)
 together with the top-k neighbours. No ``(Q, N)`` matrix is ever held, so a 60k x 60k ranking
-(SOP) needs about ``12 * chunk_size * N`` bytes besides the embeddings (0.7 GB at the default).
+(SOP) holds about ``CHUNK_BYTES_PER_SCORE * chunk_size * N`` bytes besides the embeddings; by
+default the chunk is sized so that this stays under :data:`DEFAULT_CHUNK_BYTES`. Rows that are
+already what the metric needs (float32, C-contiguous, unit length for cosine) are used in place,
+and a gallery that is the query set is prepared once: ranking and scoring 8,192 queries against
+a 60,502 x 512 gallery peaked at 1.7x the embeddings (raw FAISS top-k search of the same rows:
+2.2x; ``benchmarks/scale.py``).
 
 The query's own row (``exclude_rows``, the Stanford Online Products protocol of Oh Song et al.,
 CVPR 2016) and "junk" items are removed from the ranking before anything is counted (cirtorch's
@@ -25,19 +30,42 @@ from lookalike.ranking.gallery_ranks import rank_chunk
 from lookalike.ranking.labels import encode_labels
 from lookalike.ranking.ranking import Ranking
 from lookalike.utils.devices import check_device
+from lookalike.utils.memory import release_free_memory
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 1024
+"""Most queries scored at once."""
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+"""Working memory a chunk may take by default (the chunk shrinks below 1024 rows for big N)."""
+CHUNK_BYTES_PER_SCORE = 24
+"""Bytes held per (query, gallery item) of a chunk: the scores, their sort keys, the sorted
+keys, NumPy's sort buffer and the boolean masks (measured at 60,502 items)."""
+UNIT_NORM_TOLERANCE = 1e-5
+_CHECK_BLOCK = 8192
+
+
+def chunk_rows(num_gallery: int, budget: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Queries per chunk so that a chunk's working memory stays within ``budget`` bytes (at
+    least 16 queries, at most :data:`DEFAULT_CHUNK_SIZE`)."""
+    fitting = budget // (CHUNK_BYTES_PER_SCORE * max(num_gallery, 1))
+    return int(min(DEFAULT_CHUNK_SIZE, max(16, fitting)))
 
 
 def _prepare(embeddings: np.ndarray, name: str, metric: Metric) -> np.ndarray:
+    """The rows ``metric`` scores; ``embeddings`` itself (no copy) when they already are."""
     array = np.asarray(embeddings)
     if array.ndim != 2 or array.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty (rows, D) array, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} holds NaN or infinite values; fix the embeddings first")
-    return metric.prepare(array)
+    ready = array.dtype == np.float32 and array.flags.c_contiguous
+    for start in range(0, len(array), _CHECK_BLOCK):  # block by block: no (N, D) temporaries
+        block = array[start : start + _CHECK_BLOCK]
+        if not np.isfinite(block).all():
+            raise ValueError(f"{name} holds NaN or infinite values; fix the embeddings first")
+        if ready and metric.normalize:
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+            ready = bool(np.all(np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE))
+    return array if ready else metric.prepare(array)
 
 
 def _check_rows(rows: np.ndarray, num_queries: int, num_gallery: int) -> np.ndarray:
@@ -82,7 +110,7 @@ def rank(
     exclude_rows: np.ndarray | None = None,
     junk: Sequence[Sequence[int]] | None = None,
     allow_unlabelled: bool = True,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
 ) -> Ranking:
@@ -99,7 +127,8 @@ def rank(
             ``np.arange(Q)`` when the queries are the first rows of the gallery.
         junk: For each query, gallery rows that are neither relevant nor ranked.
         allow_unlabelled: When False a None label is an error (strict metric evaluation).
-        chunk_size: Queries scored at once; memory grows as ``chunk_size * N``.
+        chunk_size: Queries scored at once; memory grows as ``chunk_size * N``. None: as many
+            as fit in :data:`DEFAULT_CHUNK_BYTES` (:func:`chunk_rows`).
         device: Torch device for scoring and sorting.
         progress: Called with the number of queries done after each chunk (an increment).
 
@@ -108,7 +137,11 @@ def rank(
     """
     resolved = get_metric(metric)
     queries = _prepare(query_embeddings, "query_embeddings", resolved)
-    gallery = _prepare(gallery_embeddings, "gallery_embeddings", resolved)
+    gallery = (
+        queries
+        if gallery_embeddings is query_embeddings
+        else _prepare(gallery_embeddings, "gallery_embeddings", resolved)
+    )
     if queries.shape[1] != gallery.shape[1]:
         raise ValueError(
             f"query_embeddings have D={queries.shape[1]} "
@@ -127,6 +160,8 @@ def rank(
         )
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    if chunk_size is None:
+        chunk_size = chunk_rows(num_gallery)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if exclude_rows is not None:
@@ -156,6 +191,8 @@ def rank(
         all_ranks.append(ranks.cpu().numpy())
         all_indices.append(indices.cpu().numpy())
         all_scores.append(top_scores.cpu().numpy())
+        del scores, excluded, relevant
+        release_free_memory()  # else the heap creeps up chunk by chunk (utils/memory.py)
         if progress is not None:
             progress(stop - start)
     indices = np.concatenate(all_indices)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lookalike.embed.store import EmbeddingSet
+from lookalike.metrics.metric_choice import METRIC_CHOICE_FILE, MetricChoice
 from lookalike.report.analysis import (
     UNLABELLED,
     RankingAnalysis,
@@ -52,7 +53,23 @@ def metrics_section(folder: RunFolder) -> str:
     if folder.variants is not None:
         parts.append("<h3>Post-processing variants</h3>")
         parts.append(_variants_table(folder.variants))
+    if (folder.root / METRIC_CHOICE_FILE).is_file():
+        parts.append(metric_choice_table(MetricChoice.load(folder.root / METRIC_CHOICE_FILE)))
     return "\n".join(parts)
+
+
+def metric_choice_table(choice: MetricChoice) -> str:
+    """``metric_choice.json`` (``index.metric=auto``): every candidate metric's scores on the
+    split it was chosen on, the chosen one in bold."""
+    columns = [c for c in ("recall@1", "recall@5", "map", "map@r") if c != choice.monitor]
+    header, rows = choice.table([choice.monitor, *columns])
+    bold = [[row[-1] == "yes"] * len(row) for row in rows]
+    heading = (
+        f"<h3>Metric choice: {escape(choice.metric)} (best {escape(choice.monitor)} on the "
+        f"{escape(choice.split)} split, {choice.n_queries} queries)</h3>"
+    )
+    extra = note(choice.note) if choice.note else ""
+    return heading + table(header, rows, table_id="metric-choice-table", bold=bold) + extra
 
 
 def _variants_table(variants: pd.DataFrame) -> str:

@@ -6,7 +6,10 @@ Two formats are written, both atomically (:mod:`lookalike.utils.atomic`):
   ``Id,Predicted`` and one row per query, the prediction a space-separated list of the top-k
   gallery *labels* (classes, deduplicated in rank order) or gallery *ids*. Those competitions
   grade MAP@5 over classes, so repeating a class wastes a slot.
-* **Competition JSON**: ``{query_filename: [gallery_filename_1, ..., gallery_filename_k]}``.
+* **Competition JSON**: ``{query_filename: [gallery_filename_1, ..., gallery_filename_k]}``,
+  each image named by its file name (``names="basename"``), its path relative to its folder
+  (``"relpath"``; unique where file names repeat in different folders) or its id (``"id"``).
+  Names must be unique: two images of one name are an error naming both.
 
 Class answers (:class:`~lookalike.search.class_answers.ClassAnswers`, a classifier head's or kNN
 votes' top classes) are a ranking over classes, so :func:`write_class_answers` writes them with the
@@ -40,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 NO_MATCH_TOKEN = "no_match"
 PREDICT_MODES = ("labels", "ids")
-NAME_MODES = ("basename", "id")
+NAME_MODES = ("basename", "id", "relpath")
 
 
 def insert_no_match(
@@ -281,13 +284,50 @@ def read_kaggle_csv(
     return table
 
 
-def _names(items: Sequence[str | os.PathLike[str]], names: str, role: str) -> list[str]:
-    result = [Path(item).name if names == "basename" else str(item) for item in items]
-    if len(set(result)) != len(result):
-        duplicate = next(name for name in result if result.count(name) > 1)
+def _relative_root(items: Sequence[str | os.PathLike[str]], root: str | None) -> Path:
+    """``root``, or the deepest folder holding every item."""
+    if root is not None:
+        return Path(root)
+    parents = [os.path.abspath(os.path.dirname(os.fspath(item))) for item in items]
+    return Path(os.path.commonpath(parents)) if parents else Path(".")
+
+
+def _relpath(item: str | os.PathLike[str], root: Path, role: str) -> str:
+    path = Path(os.path.abspath(os.fspath(item)))
+    try:
+        return path.relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
         raise ValueError(
-            f"{role} name {duplicate!r} appears more than once; pass names='id' or unique files"
-        )
+            f"{role} {os.fspath(item)!r} is not inside {root}; pass the folder that holds the "
+            f"{role} images as the root"
+        ) from None
+
+
+def competition_names(
+    items: Sequence[str | os.PathLike[str]],
+    names: str,
+    role: str,
+    root: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """The name of each item under ``names``; a ``ValueError`` naming both items of a repeat."""
+    if names == "relpath":
+        base = _relative_root(items, None if root is None else os.fspath(root))
+        result = [_relpath(item, base, role) for item in items]
+    else:
+        result = [Path(item).name if names == "basename" else str(item) for item in items]
+    first: dict[str, int] = {}
+    for position, name in enumerate(result):
+        if name in first:
+            hint = (
+                "pass names='relpath' (paths relative to the folder) or names='id'"
+                if names == "basename"
+                else "give every image a unique name"
+            )
+            raise ValueError(
+                f"{role} name {name!r} appears more than once ({os.fspath(items[first[name]])} "
+                f"and {os.fspath(items[position])}); {hint}"
+            )
+        first[name] = position
     return result
 
 
@@ -297,10 +337,12 @@ def write_competition_json(
     query_names: Sequence[str | os.PathLike[str]],
     gallery_names: Sequence[str | os.PathLike[str]],
     *,
-    names: Literal["basename", "id"] = "basename",
+    names: Literal["basename", "id", "relpath"] = "basename",
     k: int | None = None,
     rejection_threshold: float | None = None,
     no_match_token: str = NO_MATCH_TOKEN,
+    query_root: str | os.PathLike[str] | None = None,
+    gallery_root: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write ``{query_filename: [gallery_filename_1, ..., gallery_filename_k]}`` as JSON.
 
@@ -309,18 +351,23 @@ def write_competition_json(
         result: ``(Q, K)`` ranked neighbours.
         query_names: ``(Q,)`` query paths or ids, in the result's row order.
         gallery_names: ``(G,)`` gallery paths or ids, in the order the search indexed them.
-        names: ``"basename"`` keeps each path's file name; ``"id"`` writes the strings as given.
+        names: ``"basename"`` keeps each path's file name (the usual competition key; file
+            names repeated in different folders are an error); ``"relpath"`` each path relative
+            to ``query_root``/``gallery_root``; ``"id"`` writes the strings as given.
         k: Neighbours per query; None for all K of the result.
         rejection_threshold: Optional open-set threshold (see :func:`insert_no_match`).
         no_match_token: Written for "no match".
+        query_root: ``"relpath"``: the folder query paths are relative to; None for the deepest
+            folder holding them all.
+        gallery_root: The same for the gallery paths.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
     if names not in NAME_MODES:
         raise ValueError(f"unknown names {names!r}; valid: {', '.join(NAME_MODES)}")
-    queries = _check_queries(result, _names(query_names, names, "query"))
-    gallery = _names(gallery_names, names, "gallery")
+    queries = _check_queries(result, competition_names(query_names, names, "query", query_root))
+    gallery = competition_names(gallery_names, names, "gallery", gallery_root)
     rows = predictions(
         result,
         gallery,

@@ -26,7 +26,16 @@ _BODY_EXCERPT_CHARS = 200
 
 
 class SubmissionError(RuntimeError):
-    """A submission could not be delivered or was refused; the message is one line."""
+    """A submission could not be delivered or was refused; the message is one line.
+
+    Attributes:
+        status_code: The HTTP status of the server's answer, None when there was none (the
+            file, token or URL was refused before sending, or the server could not be reached).
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 @dataclass(frozen=True)
@@ -109,16 +118,20 @@ def submit_file(
     if response.status_code in (401, 403):
         raise SubmissionError(
             f"{url} refused the token in {token_env} (HTTP {response.status_code}): "
-            f"{_excerpt(body)}"
+            f"{_excerpt(body)}",
+            response.status_code,
         )
     if 300 <= response.status_code < 400:
         target = response.headers.get("location", "nowhere given")
         raise SubmissionError(
             f"{url} answered HTTP {response.status_code}, a redirect to {target}; not followed "
-            "and not submitted: check the URL and submit to the final address if you trust it"
+            "and not submitted: check the URL and submit to the final address if you trust it",
+            response.status_code,
         )
     if not 200 <= response.status_code < 300:
-        raise SubmissionError(f"{url} answered HTTP {response.status_code}: {_excerpt(body)}")
+        raise SubmissionError(
+            f"{url} answered HTTP {response.status_code}: {_excerpt(body)}", response.status_code
+        )
     logger.info("submitted %s to %s: HTTP %d", path, url, response.status_code)
     return SubmitResponse(status_code=response.status_code, body=body)
 

@@ -14,7 +14,10 @@ An ``evaluate`` or ``train`` job leaves::
     skipped.csv    id, path, reason of every image that could not be read (as in an
                    embedding folder)
     curves.png     the training curves (training only)
-    checkpoints/   best.ckpt and last.ckpt (training only; a rerun resumes from last.ckpt)
+    checkpoints/   best.ckpt and last.ckpt (training only; a rerun resumes from last.ckpt), and
+                   epoch_N.ckpt of every epoch with trainer.keep_every_epoch
+    epochs/        epoch_N/{metrics.json, results_epoch_N.json, manifest.json} of every validated
+                   epoch (trainer.keep_every_epoch; lookalike.train.epoch_artefacts)
     model/         the best checkpoint exported for embed/evaluate (training only)
     embeddings/    query/gallery embedding folders made by the run
     test/          (training) the best model evaluated on the test split: a run folder itself
@@ -59,6 +62,7 @@ SKIPPED_FILE = SKIPPED_CSV  # one spelling for run and embedding folders
 REPORT_FILE = "report.html"
 CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
+EPOCHS_DIR = "epochs"
 MODEL_DIR = "model"
 EMBEDDINGS_DIR = "embeddings"
 TEST_DIR = "test"

@@ -136,7 +136,9 @@ class Catalogue:
         if clash or len(set(ids)) != len(ids):
             raise ValueError(f"ids already in the catalogue or repeated: {clash or list(ids)}")
         start = self.index.ntotal
-        self.index.add(np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.index.dim))
+        self.index.add(
+            np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.index.dim), labels=labels
+        )
         for offset, (item_id, path, label) in enumerate(zip(ids, paths, labels)):
             self.ids.append(str(item_id))
             self.paths.append(str(path))

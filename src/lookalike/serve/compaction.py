@@ -64,7 +64,7 @@ def compact(store: CatalogueStore) -> CompactionReport:
             previous = store.generation
             new_index = empty_copy(template)
         if len(live.ids):
-            new_index.add(live.vectors)
+            new_index.add(live.vectors, labels=live.labels)
         generation = uuid.uuid4().hex
         extra = {
             **store.metadata.extra,

@@ -69,7 +69,7 @@ def text_support(embedder: Embedder | None) -> str | None:
     """None when ``embedder`` can embed text into its image space; else why it cannot."""
     if embedder is None:
         return "the server has no model; start it with --model or --checkpoint"
-    backbone = embedder.backbone
+    backbone = getattr(embedder, "backbone", None)  # an ONNX Runtime embedder has none
     if getattr(backbone, "text_model", None) is None or not hasattr(backbone, "tokenizer"):
         return (
             f"the model ({embedder.config.get('backbone', 'unknown')}) has no text tower; "

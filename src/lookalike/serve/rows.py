@@ -21,6 +21,7 @@ import numpy as np
 from lookalike.index.base import Index, create_index
 from lookalike.index.exact import ExactTorchIndex
 from lookalike.index.faiss_index import FaissIndex
+from lookalike.index.milvus_index import MilvusIndex
 
 
 def enable_row_access(index: Index) -> None:
@@ -43,6 +44,8 @@ def stored_rows(index: Index, rows: np.ndarray | None = None) -> np.ndarray:
     selected = np.arange(index.ntotal) if rows is None else np.asarray(rows, dtype=np.int64)
     if isinstance(index, ExactTorchIndex):
         return index.vectors[selected].cpu().numpy().astype(np.float32, copy=False)
+    if isinstance(index, MilvusIndex):
+        return index.reconstruct(selected)
     if isinstance(index, FaissIndex) and index.device == "cpu":
         if selected.size == 0:
             return np.zeros((0, index.dim), np.float32)
@@ -54,13 +57,16 @@ def stored_rows(index: Index, rows: np.ndarray | None = None) -> np.ndarray:
         )
     raise ValueError(
         f"a {index.kind} index on {index.device} cannot give its stored rows back; serve an "
-        "exact_torch, flat, hnsw, ivf_flat or ivf_pq index on the CPU"
+        "exact_torch, flat, hnsw, ivf_flat, ivf_pq or milvus index on the CPU"
     )
 
 
 def empty_copy(index: Index) -> Index:
     """A new, empty index of ``index``'s kind and parameters, keeping what it learned in
-    training (IVF centroids, PQ codebooks), ready for :meth:`~Index.add`."""
+    training (IVF centroids, PQ codebooks), ready for :meth:`~Index.add`; a milvus index on a
+    server gets a new collection."""
+    if isinstance(index, MilvusIndex):
+        return index.empty_copy()
     copy = create_index(index.kind, index.dim, index.metric, device=index.device, **index.params)
     if not copy.is_trained and isinstance(index, FaissIndex) and isinstance(copy, FaissIndex):
         _copy_training(index, copy)

@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lookalike.models.training_checkpoint import read_checkpoint
 from lookalike.runs import CURVES_FILE, HISTORY_FILE
 from lookalike.utils.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from lookalike.utils.devices import free_cached_gpu_memory
 
 logger = logging.getLogger(__name__)
 
@@ -183,3 +184,19 @@ def plot_curves(rows: list[dict[str, float]]) -> bytes:
     if figure is None:
         raise ValueError("no logged values to plot yet")
     return figure_to_png(figure)
+
+
+class FreeCachedMemory(L.Callback):
+    """Release the CUDA allocator's cached blocks when validation starts and when it ends, so
+    the memory training's activations held serves validation's larger batches and back
+    (:func:`~lookalike.utils.devices.free_cached_gpu_memory`; nothing happens without CUDA)."""
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        released = free_cached_gpu_memory()
+        if released:
+            logger.debug("released %d cached GPU bytes before validation", released)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        released = free_cached_gpu_memory()
+        if released:
+            logger.debug("released %d cached GPU bytes after validation", released)

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 
 from lookalike.models.spec import ModelSpec
+from lookalike.report.submission import NAME_MODES
 from lookalike.train.augment import AUGMENTATIONS
 from lookalike.train.finetune import FinetuneSpec
 from lookalike.train.loggers import LOGGERS
 from lookalike.train.optim import OptimSpec
+from lookalike.train.validation import check_cutoffs, validation_metric_names
 from lookalike.utils.devices import check_accelerator
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ SAMPLERS = ("random", "m_per_class")
 VAL_SPLITS = ("val", "test", "none")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 MONITOR_MODES = ("max", "min")
+CACHE_FEATURES = ("auto", "true", "false")
 
 
 @dataclass
@@ -120,6 +123,25 @@ class TrainerSpec:
         limit_train_batches: Lightning's limit (a fraction or a count) on batches per epoch.
         log_every_n_steps: Logging interval of training values.
         loggers: "csv" always; add "tensorboard", "wandb" or "mlflow" (their packages needed).
+        val_k: Cut-offs of the Recall@K validated every epoch (``history.csv`` columns
+            ``val/recall@K``; any of them can be the ``monitor``).
+        precision_k: Cut-offs of the Precision@K validated every epoch (may be empty).
+        keep_every_epoch: Keep every epoch's checkpoint (``checkpoints/epoch_N.ckpt``) and, per
+            validated epoch, ``epochs/epoch_N/`` with its ``metrics.json`` and, for a
+            query/gallery split (``data.val_split: test``), ``results_epoch_N.json`` (the
+            competition JSON, ``lookalike submit-all`` sends them); N counts from 0 as in
+            ``history.csv``.
+        results_k: Gallery items per query in ``results_epoch_N.json``.
+        results_names: How ``results_epoch_N.json`` names images: "basename" (file names, the
+            competition format; they must be unique), "relpath" (paths relative to the query or
+            gallery folder) or "id".
+        grad_checkpointing: Recompute the backbone's activations in the backward pass instead
+            of keeping them (timm, open_clip and Hugging Face backbones), trading compute for
+            memory for models that do not fit otherwise.
+        cache_features: Train the head on backbone features embedded once
+            (:mod:`lookalike.train.cached_features`): "auto" when that trains exactly as the
+            image path (frozen backbone, ``data.augment: none``, one process), "true" (refused,
+            naming the setting, where it would not), or "false".
     """
 
     max_epochs: int = 10
@@ -138,6 +160,13 @@ class TrainerSpec:
     limit_train_batches: Any = None
     log_every_n_steps: int = 10
     loggers: list[str] = field(default_factory=lambda: ["csv"])
+    val_k: list[int] = field(default_factory=lambda: [1, 5, 10])
+    precision_k: list[int] = field(default_factory=lambda: [10])
+    keep_every_epoch: bool = False
+    results_k: int = 10
+    results_names: str = "basename"
+    grad_checkpointing: bool = False
+    cache_features: str = "auto"
 
 
 @dataclass
@@ -195,6 +224,7 @@ def check_config(config: TrainConfig) -> None:
         ("data.val_split", config.data.val_split, VAL_SPLITS),
         ("trainer.precision", str(config.trainer.precision), PRECISIONS),
         ("trainer.monitor_mode", config.trainer.monitor_mode, MONITOR_MODES),
+        ("trainer.cache_features", str(config.trainer.cache_features).lower(), CACHE_FEATURES),
     )
     for name, value, valid in choices:
         if value not in valid:
@@ -225,6 +255,30 @@ def check_config(config: TrainConfig) -> None:
     if not config.data.unlabelled.ratio > 0:
         raise ValueError(f"data.unlabelled.ratio must be > 0, got {config.data.unlabelled.ratio}")
     check_accelerator(config.trainer.accelerator, config.trainer.devices)
+    check_validation(config)
+
+
+def check_validation(config: TrainConfig) -> None:
+    """One-line ``ValueError`` for validation cut-offs that are not positive integers, a
+    ``trainer.monitor`` the validation does not report, or an unknown results naming."""
+    trainer = config.trainer
+    ks = check_cutoffs(trainer.val_k, "trainer.val_k")
+    precision_ks = check_cutoffs(trainer.precision_k, "trainer.precision_k", allow_empty=True)
+    if trainer.results_k < 1:
+        raise ValueError(f"trainer.results_k must be >= 1, got {trainer.results_k}")
+    if trainer.results_names not in NAME_MODES:
+        raise ValueError(
+            f"unknown trainer.results_names {trainer.results_names!r}; valid: "
+            f"{', '.join(NAME_MODES)}"
+        )
+    names = validation_metric_names(ks, precision_ks)
+    if config.data.val_split != "none" and "/" not in trainer.monitor and (
+        trainer.monitor not in names
+    ):
+        raise ValueError(
+            f"trainer.monitor {trainer.monitor!r} is not a validation metric at trainer.val_k "
+            f"{list(ks)} / trainer.precision_k {list(precision_ks)}; valid: {', '.join(names)}"
+        )
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:

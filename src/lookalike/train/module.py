@@ -31,14 +31,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lookalike.losses.base import RetrievalLoss, ViewPairs
-from lookalike.metrics.retrieval import metrics_depth, retrieval_metrics
 from lookalike.models.embedder import Embedder
 from lookalike.models.training_checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_KEY,
     CLASSIFIER_KEY,
 )
-from lookalike.ranking import rank
+from lookalike.train.distributed import gather_optional, gather_rows
 from lookalike.train.finetune import FinetuneSpec, apply_finetune, set_frozen_eval
 from lookalike.train.inspect import (
     check_gradient_flow,
@@ -47,7 +46,7 @@ from lookalike.train.inspect import (
 )
 from lookalike.train.optim import OptimSpec, create_optimizer, create_scheduler
 from lookalike.train.seeding import mix_seed
-from lookalike.train.validation import ValidationSet
+from lookalike.train.validation import ValidationRanking, ValidationSet, rank_validation
 
 logger = logging.getLogger(__name__)
 
@@ -63,28 +62,16 @@ def reseed(seed: int, epoch: int) -> None:
 def validation_metrics(
     val_set: ValidationSet, embeddings: np.ndarray, embedded: np.ndarray, metric: str = "cosine"
 ) -> dict[str, float]:
-    """Retrieval metrics of the val queries against the val gallery (one exact ranking).
+    """Retrieval metrics of the val queries against the val gallery (one exact ranking), at the
+    set's cut-offs (:func:`~lookalike.train.validation.rank_validation`).
 
     Args:
-        val_set: The val images and their query/gallery roles.
+        val_set: The val images, their query/gallery roles and the metrics' cut-offs.
         embeddings: ``(N, D)`` float32 embedding of every row of ``val_set.images``.
         embedded: ``(N,)`` bool, False for rows whose image could not be read (left out).
         metric: Similarity for ranking ("cosine", "ip", "l2", "l1").
     """
-    gallery_rows = val_set.gallery_rows[embedded[val_set.gallery_rows]]
-    query_rows = val_set.query_rows[embedded[val_set.query_rows]]
-    position = np.full(len(embedded), -1, dtype=np.int64)
-    position[gallery_rows] = np.arange(len(gallery_rows))
-    ranking = rank(
-        embeddings[query_rows],
-        embeddings[gallery_rows],
-        [val_set.labels[row] for row in query_rows],
-        [val_set.labels[row] for row in gallery_rows],  # None: a distractor, never relevant
-        metric=metric,
-        k=metrics_depth(),
-        exclude_rows=position[query_rows] if val_set.exclude_self else None,
-    )
-    return retrieval_metrics(ranking).summary
+    return rank_validation(val_set, embeddings, embedded, metric).metrics
 
 
 class RetrievalModule(L.LightningModule):
@@ -129,6 +116,7 @@ class RetrievalModule(L.LightningModule):
         self.trainable_blocks = apply_finetune(embedder, finetune, epoch=0)
         self.check_gradients = True
         self.last_val_metrics: dict[str, float] = {}
+        self.last_val_ranking: ValidationRanking | None = None
         self._val_rows: list[Tensor] = []
         self._val_embeddings: list[Tensor] = []
         logger.info("%s", parameter_table_text(embedder, loss))
@@ -156,17 +144,18 @@ class RetrievalModule(L.LightningModule):
         if images is None:
             logger.warning("training batch %d has no readable image; skipped", batch_idx)
             return None
-        embeddings = self.embedder(images)
         views = batch.get("views")
         captions = batch.get("captions")
+        # under DDP the loss sees the global batch, as one process would (train/distributed.py)
+        embeddings = gather_rows(self.embedder(images))
         parts = self.loss(
             embeddings,
-            batch.get("labels"),
-            positive_embeddings=None if views is None else self.embedder(views),
-            text_embeddings=None if captions is None else self.embed_text(captions),
+            gather_optional(batch.get("labels")),
+            positive_embeddings=None if views is None else gather_rows(self.embedder(views)),
+            text_embeddings=None if captions is None else gather_rows(self.embed_text(captions)),
             step=self.global_step,
         )
-        self.log_parts(parts, int(images.shape[0]))
+        self.log_parts(parts, int(embeddings.shape[0]))
         return parts["loss"]
 
     def semi_supervised_step(
@@ -185,14 +174,15 @@ class RetrievalModule(L.LightningModule):
         weak, strong = pieces[0], pieces[1]
         if len(pieces) == 4:
             weak, strong = torch.cat([weak, pieces[2]]), torch.cat([strong, pieces[3]])
+        labelled_embeddings = gather_rows(pieces[0])
         parts = self.loss(
-            pieces[0],
-            labelled.get("labels"),
-            positive_embeddings=pieces[1] if self.views_are_positives else None,
-            view_pairs=ViewPairs(weak, strong),
+            labelled_embeddings,
+            gather_optional(labelled.get("labels")),
+            positive_embeddings=gather_rows(pieces[1]) if self.views_are_positives else None,
+            view_pairs=ViewPairs(gather_rows(weak), gather_rows(strong)),
             step=self.global_step,
         )
-        self.log_parts(parts, sizes[0])
+        self.log_parts(parts, int(labelled_embeddings.shape[0]))
         return parts["loss"]
 
     def log_parts(self, parts: dict[str, Tensor], size: int) -> None:
@@ -248,7 +238,8 @@ class RetrievalModule(L.LightningModule):
         embedded = np.zeros(count, dtype=bool)
         embeddings[rows.numpy()] = found.numpy()
         embedded[rows.numpy()] = True
-        metrics = validation_metrics(self.val_set, embeddings, embedded, self.metric)
+        self.last_val_ranking = rank_validation(self.val_set, embeddings, embedded, self.metric)
+        metrics = self.last_val_ranking.metrics
         self.last_val_metrics = metrics
         self.log_dict({f"val/{key}": float(value) for key, value in metrics.items()})
         self._val_rows, self._val_embeddings = [], []

@@ -9,14 +9,16 @@ The run folder holds ``config.yaml`` (the resolved config), ``checkpoints/best.c
 ``checkpoints/last.ckpt`` (atomic; a rerun of the same config resumes from ``last.ckpt``),
 ``model/`` (the best checkpoint as safetensors, for ``embed``/``evaluate``), ``metrics.json``
 (the val metrics of the best epoch), ``history.csv``, ``curves.png``, Lightning's logs and
-``run.json``.
+``run.json``; with ``trainer.keep_every_epoch`` also ``checkpoints/epoch_N.ckpt`` and
+``epochs/epoch_N/`` (:mod:`lookalike.train.epoch_artefacts`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,10 @@ from lookalike.models.embedder import Embedder
 from lookalike.models.spec import build_embedder
 from lookalike.models.training_checkpoint import read_checkpoint
 from lookalike.runs import CHECKPOINT_DIR, CONFIG_FILE, MODEL_DIR, RunRecord, RunSettings
+from lookalike.train.cached_features import with_cached_features
 from lookalike.train.callbacks import (
     AtomicCheckpointIO,
+    FreeCachedMemory,
     HistoryCallback,
     checkpoint_callbacks,
     early_stopping,
@@ -48,9 +52,12 @@ from lookalike.train.config import (
     resolve_precision,
 )
 from lookalike.train.data import RetrievalDataModule, load_training_sets, resize_preprocessing
+from lookalike.train.epoch_artefacts import epoch_callbacks
 from lookalike.train.export import export_checkpoint
 from lookalike.train.loggers import make_loggers
 from lookalike.train.module import RetrievalModule, text_tower
+from lookalike.train.validation import ValidationSet, check_cutoffs
+from lookalike.utils.devices import free_cached_gpu_memory
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +76,8 @@ class TrainOutcome:
         best_epoch: Epoch of the best checkpoint (from 0).
         epochs: Epochs trained in total (over resumes).
         stopped_early: Early stopping ended the run.
+        is_global_zero: This process is rank 0 (the one that exports and writes results; under
+            DDP the other ranks run the same script and must stop after training).
     """
 
     output: Path
@@ -79,13 +88,18 @@ class TrainOutcome:
     best_epoch: int
     epochs: int
     stopped_early: bool
+    is_global_zero: bool = True
 
 
-def run_training(config: TrainConfig) -> TrainOutcome:
+def run_training(
+    config: TrainConfig, extra_callbacks: Sequence[L.Callback] = ()
+) -> TrainOutcome:
     """Train, validate, checkpoint and export as ``config`` says; see the module docstring.
 
     Rerunning a config whose ``output`` holds ``checkpoints/last.ckpt`` resumes from it and ends
-    where an uninterrupted run would.
+    where an uninterrupted run would. ``extra_callbacks`` run beside the run's own (a sweep's
+    pruning callback, :mod:`lookalike.train.pruning`), after its history and before its
+    checkpoints.
     """
     started = time.monotonic()
     check_config(config)
@@ -93,16 +107,43 @@ def run_training(config: TrainConfig) -> TrainOutcome:
     module, datamodule = _build_module_and_data(config)
     validated = datamodule.val_set is not None
     callbacks = _RunCallbacks.create(output, config.trainer, validated)
-    trainer = _make_trainer(config, output, callbacks.in_order())
+    own = [FreeCachedMemory(), *_epoch_callbacks(config, output, datamodule.val_set)]
+    trainer = _make_trainer(config, output, callbacks.in_order([*own, *extra_callbacks]))
     last = _last_checkpoint(output)
     resume = last if last.is_file() else None
     if resume is not None:
         logger.info("resuming from %s", resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    free_cached_gpu_memory()  # training's cache is not needed by the export or the test
     outcome = _outcome(output, callbacks)
-    if trainer.global_rank == 0:
+    outcome.is_global_zero = trainer.is_global_zero
+    if trainer.is_global_zero:
         _write_results(outcome, config, time.monotonic() - started)
     return outcome
+
+
+def _with_cutoffs(val: ValidationSet | None, spec: TrainerSpec) -> ValidationSet | None:
+    """``val`` validated at ``trainer.val_k``/``precision_k``, ranked ``results_k`` deep for the
+    per-epoch results files."""
+    if val is None:
+        return None
+    return replace(
+        val,
+        ks=check_cutoffs(spec.val_k, "trainer.val_k"),
+        precision_ks=check_cutoffs(spec.precision_k, "trainer.precision_k", allow_empty=True),
+        depth=spec.results_k if spec.keep_every_epoch else 0,
+    )
+
+
+def _epoch_callbacks(
+    config: TrainConfig, output: Path, val: ValidationSet | None
+) -> list[L.Callback]:
+    """``trainer.keep_every_epoch``: the per-epoch checkpoints and folders (none when off)."""
+    spec = config.trainer
+    if not spec.keep_every_epoch:
+        return []
+    return epoch_callbacks(output, output / CHECKPOINT_DIR, val, config.data.val_split == "test",
+                           spec.results_k, spec.results_names)
 
 
 def _last_checkpoint(output: Path) -> Path:
@@ -123,7 +164,10 @@ def _build_module_and_data(config: TrainConfig) -> tuple[RetrievalModule, Retrie
     """The embedder, its loss and the data, with batches carrying what the loss needs."""
     embedder = build_embedder(config.model)
     embedder.preprocessing = resize_preprocessing(embedder.preprocessing, config.data.image_size)
+    if config.trainer.grad_checkpointing:
+        embedder.backbone.set_grad_checkpointing(True)
     train, val, unlabelled = load_training_sets(config.data)
+    val = _with_cutoffs(val, config.trainer)
     loss = create_loss(
         config.loss, embedding_dim=embedder.embedding_dim, num_classes=len(train.classes()) or None
     )
@@ -147,7 +191,8 @@ def _build_module_and_data(config: TrainConfig) -> tuple[RetrievalModule, Retrie
         embedder, loss, config.finetune, config.optim, val, config.trainer.seed,
         classes=datamodule.classes, views_are_positives=two_views,
     )
-    return module, datamodule
+    # a frozen backbone without pixel augmentation: embed once, train the head on the features
+    return with_cached_features(config, module, datamodule)
 
 
 def _batch_contents(loss: RetrievalLoss, train: ImageSet, data: DataSpec) -> tuple[bool, bool]:
@@ -195,10 +240,11 @@ class _RunCallbacks:
             stopper = early_stopping(monitor, spec.monitor_mode, spec.early_stopping_patience)
         return cls(HistoryCallback(output), best, last, stopper)
 
-    def in_order(self) -> list[L.Callback]:
-        """What the trainer runs, history first and the progress bar last."""
+    def in_order(self, extra: Sequence[L.Callback] = ()) -> list[L.Callback]:
+        """What the trainer runs, history first, then ``extra``, the progress bar last."""
         stopping = [] if self.stopper is None else [self.stopper]
-        return [self.history, *stopping, self.best, self.last, RichProgressBar(leave=True)]
+        return [self.history, *extra, *stopping, self.best, self.last,
+                RichProgressBar(leave=True)]
 
 
 def _make_trainer(config: TrainConfig, output: Path, callbacks: list[L.Callback]) -> L.Trainer:

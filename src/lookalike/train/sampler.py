@@ -24,13 +24,17 @@ class EpochSampler(Sampler[TrainKey]):
     Args:
         labels: ``(N,)`` integer class codes (used by "m_per_class").
         kind: "random" (a permutation) or "m_per_class" (pml's ``MPerClassSampler``).
-        batch_size: Images per batch ("m_per_class" fills whole batches).
+        batch_size: Images per batch of one process ("m_per_class" fills whole batches).
         m: Images of each class per batch.
         seed: Base seed.
         epoch: First epoch (the one a resumed run starts at).
         rank: This process's rank under DDP.
-        world_size: Processes under DDP; each takes every ``world_size``-th whole batch, so
-            M-per-class batches stay intact (Lightning's own distributed sampler is off).
+        world_size: Processes under DDP. The order is drawn for the global batch of
+            ``batch_size * world_size`` images, exactly as one process with that batch size
+            draws it, and rank ``r`` takes the ``r``-th slice of each global batch: the ranks'
+            batches of a step together are the single-process batch (so DDP trains as one
+            process would), and with ``batch_size`` a multiple of ``m`` each slice holds whole
+            classes, ``m`` images each (Lightning's own distributed sampler is off).
     """
 
     def __init__(
@@ -54,10 +58,12 @@ class EpochSampler(Sampler[TrainKey]):
         self.m = m
         if kind == "m_per_class":
             classes = len(set(self.labels))
-            if classes * m < batch_size or len(self.labels) < batch_size:
+            global_batch = batch_size * world_size
+            if classes * m < global_batch or len(self.labels) < global_batch:
                 raise ValueError(
                     f"m_per_class sampler: {classes} classes x m={m} ({len(self.labels)} images) "
-                    f"cannot fill a batch of {batch_size}; lower data.batch_size or raise data.m"
+                    f"cannot fill a batch of {batch_size} x {world_size} processes; lower "
+                    "data.batch_size or raise data.m"
                 )
             self._length = len(self._m_per_class())
         elif kind == "random":
@@ -70,7 +76,10 @@ class EpochSampler(Sampler[TrainKey]):
         from pytorch_metric_learning.samplers import MPerClassSampler
 
         return MPerClassSampler(
-            self.labels, self.m, batch_size=self.batch_size, length_before_new_iter=len(self.labels)
+            self.labels,
+            self.m,
+            batch_size=self.batch_size * self.world_size,
+            length_before_new_iter=len(self.labels),
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -79,7 +88,7 @@ class EpochSampler(Sampler[TrainKey]):
     def __len__(self) -> int:
         if self.world_size == 1:
             return self._length
-        return self._length // self.batch_size // self.world_size * self.batch_size
+        return self._length // (self.batch_size * self.world_size) * self.batch_size
 
     def __iter__(self) -> Iterator[TrainKey]:
         seed = mix_seed(self.seed, self.epoch)
@@ -91,7 +100,10 @@ class EpochSampler(Sampler[TrainKey]):
             order = torch.randperm(len(self.labels), generator=generator).tolist()
         if self.world_size > 1:
             size = self.batch_size
-            batches = [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
-            usable = len(batches) // self.world_size * self.world_size
-            order = [i for batch in batches[self.rank : usable : self.world_size] for i in batch]
+            step = size * self.world_size
+            order = [
+                i
+                for start in range(0, len(order) - step + 1, step)
+                for i in order[start + self.rank * size : start + (self.rank + 1) * size]
+            ]
         return iter([(self.epoch, index) for index in order])

@@ -68,6 +68,22 @@ class Backbone(nn.Module, abc.ABC):
         Used to unfreeze the last blocks or to give each block its own learning rate.
         """
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them
+        (gradient checkpointing, Chen et al., "Training deep nets with sublinear memory cost",
+        2016): the same gradients for about one more forward pass, in much less memory.
+
+        Adapters whose library supports it override this; the others refuse.
+
+        Raises:
+            ValueError: This backbone's library offers no gradient checkpointing.
+        """
+        if enabled:
+            raise ValueError(
+                f"backbone {self.name} does not support gradient checkpointing; use a timm:, "
+                "open_clip: or hf: backbone, or set trainer.grad_checkpointing=false"
+            )
+
     def _probe_feature_dim(self) -> int:
         """Run one blank image through the backbone and check its output against ``output_kind``."""
         shape = probe_output_shape(self, self, self.preprocessing.input_size)

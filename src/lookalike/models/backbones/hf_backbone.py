@@ -129,6 +129,31 @@ class HFBackbone(Backbone):
             return torch.cat([features[:, :1], patches], dim=1) if self.has_cls_token else patches
         return features
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """transformers' activation checkpointing, non-reentrant (it runs only while the model
+        is in training mode, as transformers does).
+
+        Raises:
+            ValueError: The architecture does not support it.
+        """
+        if not getattr(self.model, "supports_gradient_checkpointing", False):
+            raise ValueError(
+                f"{self.name} ({type(self.model).__name__}) does not support gradient "
+                "checkpointing; set trainer.grad_checkpointing=false"
+            )
+        # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_*
+        if enabled:
+            enable = getattr(self.model, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
+        else:
+            disable = getattr(self.model, "activation_checkpointing_disable", None)
+            (disable or self.model.gradient_checkpointing_disable)()
+
     def blocks(self) -> list[tuple[str, nn.Module]]:
         found = first_module_list(self.model, ("layer", "layers", "stages", "blocks"))
         return [(f"model.{name}", module) for name, module in found]

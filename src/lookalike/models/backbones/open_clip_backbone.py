@@ -122,6 +122,30 @@ class OpenClipBackbone(Backbone):
         pooled, patches = self.model(images)
         return torch.cat([pooled.unsqueeze(1), patches @ self.model.proj], dim=1)
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """open_clip's ``set_grad_checkpointing`` of the image tower (and of the text tower when
+        it is kept).
+
+        Raises:
+            ValueError: The tower does not checkpoint (open_clip's ModifiedResNet accepts the
+                call and does nothing, so it is refused here).
+        """
+        from open_clip.modified_resnet import ModifiedResNet
+
+        if enabled and isinstance(self.model, ModifiedResNet):
+            raise ValueError(
+                f"open_clip image tower {self.name} (a ModifiedResNet) has no gradient "
+                "checkpointing; use a ViT architecture or set trainer.grad_checkpointing=false"
+            )
+        self.model.set_grad_checkpointing(enabled)
+        # the CLIP model holding the text tower has had its image tower replaced by Identity, so
+        # its own set_grad_checkpointing (which starts with the image tower) cannot be called
+        text = getattr(self.text_model, "text", None)  # CustomTextCLIP's text tower
+        if text is not None:
+            text.set_grad_checkpointing(enabled)
+        elif self.text_model is not None and hasattr(self.text_model, "transformer"):
+            self.text_model.transformer.grad_checkpointing = enabled
+
     def blocks(self) -> list[tuple[str, nn.Module]]:
         found = first_module_list(self.model, ("resblocks", "blocks", "stages", "layers"))
         if not found:

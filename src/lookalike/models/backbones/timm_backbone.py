@@ -110,6 +110,21 @@ class TimmBackbone(Backbone):
             return torch.cat([features[:, :1], patches], dim=1) if self.has_cls_token else patches
         return features
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """timm's own ``set_grad_checkpointing`` (non-reentrant ``torch.utils.checkpoint`` over
+        the model's blocks, unless ``TIMM_REENTRANT_CKPT`` says otherwise).
+
+        Raises:
+            ValueError: The timm model does not support it.
+        """
+        try:
+            self.model.set_grad_checkpointing(enabled)
+        except (AssertionError, NotImplementedError, AttributeError) as error:
+            raise ValueError(
+                f"timm model {self.name} does not support gradient checkpointing ({error}); "
+                "set trainer.grad_checkpointing=false"
+            ) from None
+
     def blocks(self) -> list[tuple[str, nn.Module]]:
         found = first_module_list(self.model, ("blocks", "stages", "layers"))
         if not found:
