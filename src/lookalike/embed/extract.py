@@ -168,7 +168,19 @@ def embed_image_set(
         batch_size, cores, torch_device, amp_dtype, channels_last, augmentation,
         shard_size, shard_seconds, draft_decode,
     )
-    info = {
+    info = extraction_info(embedder, image_set, tta, amp_dtype)
+    advance = progress or _ignore
+    return embed_in_shards(
+        output_dir, image_set, embedder.embedding_dim, info,
+        lambda finished, files: _embed_from(embedder, image_set, finished, files, run, advance),
+    )
+
+
+def extraction_info(
+    embedder: EmbedderLike, image_set: ImageSet, tta: Sequence[str], amp_dtype: torch.dtype | None
+) -> dict[str, Any]:
+    """The provenance an embedding folder records (whatever engine computed it)."""
+    return {
         "fingerprint": embedder.fingerprint(),
         "config": embedder.config,
         "preprocessing": embedder.preprocessing.to_dict(),
@@ -176,20 +188,36 @@ def embed_image_set(
         "amp": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
         "image_set": image_set.name,
     }
-    advance = progress or _ignore
+
+
+ShardWork = Callable[[list[Shard], ShardFiles | None], list[Shard]]
+
+
+def embed_in_shards(
+    output_dir: str | Path | None,
+    image_set: ImageSet,
+    dim: int,
+    info: dict[str, Any],
+    embed_shards: ShardWork,
+) -> EmbeddingSet:
+    """Run ``embed_shards`` (finished shards, shard files → every shard) into ``output_dir``.
+
+    The one folder protocol of every engine: the folder is built beside the target and swapped
+    in whole (resuming a partial one), finished shards of an earlier run count as done, and the
+    assembled set, ``skipped.csv`` and the manifest are written last. ``output_dir=None`` keeps
+    everything in memory.
+    """
     if output_dir is None:
-        shards = _embed_from(embedder, image_set, [], None, run, advance)
-        return assemble_shards(image_set, shards, embedder.embedding_dim, info)
+        return assemble_shards(image_set, embed_shards([], None), dim, info)
     target = Path(output_dir)
     check_replaceable(target, EMBEDDINGS_KIND, (INFO_FILE, EMBEDDINGS_FILE))
     with atomic_folder(target, resume=True) as build:
         if not (build / SHARDS_DIR).exists():
             # A finished folder's shards (those matching its manifest) are finished work.
             link_verified_files(target, build, under=SHARDS_DIR)
-        files = ShardFiles(build / SHARDS_DIR, info["fingerprint"], list(tta))
+        files = ShardFiles(build / SHARDS_DIR, info["fingerprint"], list(info["tta"]))
         finished = files.load_finished(image_set.ids)
-        shards = _embed_from(embedder, image_set, finished, files, run, advance)
-        result = assemble_shards(image_set, shards, embedder.embedding_dim, info)
+        result = assemble_shards(image_set, embed_shards(finished, files), dim, info)
         write_skipped_csv(build / SKIPPED_FILE, result.info["skipped"])
         result.write_files(build)
         result.write_manifest(build)

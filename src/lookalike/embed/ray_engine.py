@@ -41,7 +41,14 @@ import numpy as np
 import torch
 
 from lookalike.data.records import ImageSet
-from lookalike.embed.extract import EmbedderLike, _amp_dtype, _evaluating, _Extraction
+from lookalike.embed.extract import (
+    EmbedderLike,
+    _amp_dtype,
+    _evaluating,
+    _Extraction,
+    embed_in_shards,
+    extraction_info,
+)
 from lookalike.embed.ray_cluster import (
     ActorPlan,
     check_ray_settings,
@@ -50,18 +57,14 @@ from lookalike.embed.ray_cluster import (
     ray_session,
 )
 from lookalike.embed.shards import (
-    SHARDS_DIR,
-    SKIPPED_FILE,
     Shard,
     ShardFiles,
-    assemble_shards,
     batches_from,
-    write_skipped_csv,
 )
 from lookalike.embed.store import EMBEDDINGS_FILE, EMBEDDINGS_KIND, INFO_FILE, EmbeddingSet
 from lookalike.embed.tta import AugmentedViews
 from lookalike.utils.cores import CorePlan, intra_op_threads
-from lookalike.utils.folders import atomic_folder, check_replaceable, link_verified_files
+from lookalike.utils.folders import check_replaceable
 
 logger = logging.getLogger(__name__)
 
@@ -123,25 +126,13 @@ def embed_image_set_ray(
     work = _RayWork(embedder, image_set, batch_size, device, amp, tuple(tta), shard_size,
                     shard_seconds, channels_last, draft_decode, actors)
     advance = progress or _ignore
-    if output_dir is None:
-        with ray_session(address):
-            info = work.info()
-            shards = work.shards([], None, advance)
-            return assemble_shards(image_set, shards, embedder.embedding_dim, info)
-    target = Path(output_dir)
-    check_replaceable(target, EMBEDDINGS_KIND, (INFO_FILE, EMBEDDINGS_FILE))
-    with ray_session(address), atomic_folder(target, resume=True) as build:
-        info = work.info()
-        if not (build / SHARDS_DIR).exists():
-            link_verified_files(target, build, under=SHARDS_DIR)
-        files = ShardFiles(build / SHARDS_DIR, info["fingerprint"], list(tta))
-        finished = files.load_finished(image_set.ids)
-        shards = work.shards(finished, files, advance)
-        result = assemble_shards(image_set, shards, embedder.embedding_dim, info)
-        write_skipped_csv(build / SKIPPED_FILE, result.info["skipped"])
-        result.write_files(build)
-        result.write_manifest(build)
-    return result
+    if output_dir is not None:
+        check_replaceable(Path(output_dir), EMBEDDINGS_KIND, (INFO_FILE, EMBEDDINGS_FILE))
+    with ray_session(address):
+        return embed_in_shards(
+            output_dir, image_set, embedder.embedding_dim, work.info(),
+            lambda finished, files: work.shards(finished, files, advance),
+        )
 
 
 @dataclass(frozen=True)
@@ -174,15 +165,7 @@ class _RayWork:
 
     def info(self) -> dict[str, Any]:
         """The provenance the local path records (see ``embed_image_set``)."""
-        amp_dtype = self.amp_dtype()
-        return {
-            "fingerprint": self.embedder.fingerprint(),
-            "config": self.embedder.config,
-            "preprocessing": self.embedder.preprocessing.to_dict(),
-            "tta": list(self.tta),
-            "amp": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
-            "image_set": self.image_set.name,
-        }
+        return extraction_info(self.embedder, self.image_set, self.tta, self.amp_dtype())
 
     def shards(
         self, finished: list[Shard], files: ShardFiles | None, advance: Callable[[int], None]
