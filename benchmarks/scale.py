@@ -305,8 +305,9 @@ def report_part1(options: argparse.Namespace, args: dict[str, Any]) -> None:
             (f"faiss ivf_pq+Refine(SQ8) {args['ivf_pq_refine']} build", refine_build["build_s"],
              refine_build["peak_mb"], None, None, None)]
     for setting in refined["settings"]:
-        rows.append((f"faiss ivf_pq+Refine(SQ8) mmap, nprobe {setting['nprobe']} "
-                     f"k_factor {setting['k_factor']}", None,
+        name = f"faiss ivf_pq+Refine(SQ8) mmap, nprobe {setting['nprobe']} k_factor " \
+            f"{setting['k_factor']}"
+        rows.append((name, None,
                      refined["searched_mb"] if setting is refined["settings"][0] else None,
                      setting["qps"], setting["recall@10"], setting["1-recall@10"]))
     if not options.skip_milvus:
