@@ -30,6 +30,7 @@ def embed(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     tta: Annotated[list[str] | None, typer.Option(help="Test-time augmentation: flip, scale:0.8 (repeatable).")] = None,
     shard_size: Annotated[int, typer.Option(help="Images per resumable shard.")] = 10_000,
+    decode_on_device: Annotated[bool, typer.Option("--decode-on-device", help="Workers only read JPEG files; batches are decoded on the device (nvJPEG on CUDA). For when decoding, not the model, is the wall; not faster on the CPU.")] = False,
     engine: Annotated[str, typer.Option(help="local, or ray: a pool of model actors on Ray Data (needs the ray extra of lookalike).")] = "local",
     address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster, HOST:PORT or auto (default: $RAY_ADDRESS when set, else Ray on this machine).")] = None,
     actors: Annotated[int, typer.Option(help="With --engine ray: model actors (a GPU each where the cluster has them).")] = 2,
@@ -42,7 +43,8 @@ def embed(
             split=split,
             model=model_spec_from_options(checkpoint, model, pool, head, weights, runtime=runtime),
             embed=EmbedSpec(batch_size=batch_size, num_workers=workers, device=device,
-                            tta=list(tta or ()), shard_size=shard_size, engine=engine,
+                            tta=list(tta or ()), shard_size=shard_size,
+                            decode_on_device=decode_on_device, engine=engine,
                             address=address, actors=actors),
             progress=progress,
         )

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,10 +38,16 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from lookalike.data.dataset import ImageDataset, collate_skipping_broken
 from lookalike.data.records import ImageSet
+from lookalike.embed.device_decode import (
+    Batch,
+    JpegBytesDataset,
+    collate_jpeg_bytes,
+    decode_on_device,
+)
 from lookalike.embed.shards import (
     SHARDS_DIR,
     SKIPPED_FILE,
@@ -109,6 +115,7 @@ def embed_image_set(
     channels_last: bool = True,
     shard_seconds: float = 60.0,
     draft_decode: bool = True,
+    decode_on_device: bool = False,
 ) -> EmbeddingSet:
     """Embed every readable image of ``image_set``, in order.
 
@@ -139,6 +146,11 @@ def embed_image_set(
             loses about this much work at most.
         draft_decode: Decode JPEGs at least twice the transform's resize size at a reduced
             scale (1/2, 1/4, 1/8) that still covers it; False decodes every image in full.
+        decode_on_device: The workers only read JPEG files; each batch is decoded on ``device``
+            (:func:`torchvision.io.decode_jpeg`, nvJPEG on CUDA) and transformed there, see
+            :mod:`lookalike.embed.device_decode`. Meant for CUDA when decoding, not the model,
+            is the wall; on the CPU it works but is not faster. Other images, and JPEGs the
+            device refuses, take the usual path.
 
     Returns:
         The :class:`EmbeddingSet` of the readable images, ``(N - skipped, D)`` float32. Its
@@ -166,7 +178,7 @@ def embed_image_set(
     )
     run = _Extraction(
         batch_size, cores, torch_device, amp_dtype, channels_last, augmentation,
-        shard_size, shard_seconds, draft_decode,
+        shard_size, shard_seconds, draft_decode, decode_on_device,
     )
     info = extraction_info(embedder, image_set, tta, amp_dtype)
     advance = progress or _ignore
@@ -237,22 +249,34 @@ class _Extraction:
     shard_size: int
     shard_seconds: float
     draft_decode: bool
+    decode_on_device: bool = False
 
-    def loader(self, embedder: EmbedderLike, image_set: ImageSet, start: int) -> DataLoader:
+    def loader(self, embedder: EmbedderLike, image_set: ImageSet, start: int) -> Iterable[Batch]:
         """Batches of the images from ``start`` on, in order, decoded and resized in the
-        workers (pinned for a non-blocking copy on CUDA)."""
+        workers (pinned for a non-blocking copy on CUDA), or with ``decode_on_device`` their
+        JPEGs decoded and resized on the device."""
         preprocessing = embedder.preprocessing
+        images = ImageDataset(
+            image_set,
+            eval_transform(preprocessing),
+            # the short side the transform resizes to; a squash resize needs no more
+            draft_size=preprocessing.resize_size if self.draft_decode else None,
+        )
+        batches = batches_from(start, len(image_set), self.batch_size)
+        if self.decode_on_device:
+            jpegs = self._data_loader(JpegBytesDataset(images), batches, collate_jpeg_bytes)
+            return decode_on_device(jpegs, images, self.device)
+        return self._data_loader(images, batches, collate_skipping_broken)
+
+    def _data_loader(
+        self, dataset: Dataset[Any], batches: Iterable[list[int]], collate: Callable[[Any], Any]
+    ) -> DataLoader:
         workers = self.cores.workers
         return DataLoader(
-            ImageDataset(
-                image_set,
-                eval_transform(preprocessing),
-                # the short side the transform resizes to; a squash resize needs no more
-                draft_size=preprocessing.resize_size if self.draft_decode else None,
-            ),
-            batch_sampler=batches_from(start, len(image_set), self.batch_size),
+            dataset,
+            batch_sampler=batches,
             num_workers=workers,
-            collate_fn=collate_skipping_broken,
+            collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             worker_init_fn=limit_worker_threads if workers else None,
         )

@@ -26,6 +26,10 @@ class EmbedSpec:
             job loses about this much at most.
         draft_decode: Decode large JPEGs at a reduced scale that still covers the model's input
             (Pillow's draft mode); False decodes every image in full.
+        decode_on_device: Workers only read JPEG files; batches are decoded and transformed on
+            the embedding device (:mod:`lookalike.embed.device_decode`). Meant for CUDA
+            (nvJPEG) when decoding, not the model, is the wall; on the CPU it works but is not
+            faster. Engine "local" only.
         engine: "local" (this process) or "ray": a pool of model actors on Ray Data
             (:mod:`lookalike.embed.ray_engine`), writing the same shards and folder.
         address: With engine "ray", the cluster to join ("HOST:PORT", "ray://HOST:PORT",
@@ -41,6 +45,7 @@ class EmbedSpec:
     shard_size: int = 10_000
     shard_seconds: float = 60.0
     draft_decode: bool = True
+    decode_on_device: bool = False
     engine: str = "local"
     address: str | None = None
     actors: int = 2

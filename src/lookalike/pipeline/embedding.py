@@ -42,6 +42,8 @@ def check_embed_spec(spec: EmbedSpec) -> None:
         raise ValueError(f"shard_seconds must be a positive number, got {spec.shard_seconds!r}")
     AugmentedViews.parse(spec.tta)
     if spec.engine == "ray":
+        if spec.decode_on_device:
+            raise ValueError("decode_on_device is for engine 'local'; the ray engine cannot use it")
         check_ray_settings(spec.device, spec.actors, spec.address)
     elif spec.engine == "local":
         check_device(spec.device)
@@ -123,5 +125,6 @@ def embed_images(
         shard_size=spec.shard_size,
         shard_seconds=spec.shard_seconds,
         draft_decode=spec.draft_decode,
+        decode_on_device=spec.decode_on_device,
         progress=tracker(progress, f"embedding {images.name}", len(images)),
     )
