@@ -26,6 +26,8 @@ from lookalike.pipeline.embedding import check_embed_spec
 
 TINY = ModelSpec("timm:test_resnet", pool="gap", weights="none")
 BATCH, SHARD = 4, 8  # shards of two batches; 19 images make 3 shards, the last one short
+# Shards close by size only: on a loaded machine a minute can pass before the actors answer.
+NO_TIME_LIMIT = 24 * 3600.0
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def embedder():  # type: ignore[no-untyped-def]
 def local(images: ImageSet, embedder, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
     """The local path's folder: the reference."""
     folder = tmp_path_factory.mktemp("local") / "emb"
-    embed_image_set(embedder, images, output_dir=folder, batch_size=BATCH, shard_size=SHARD,
+    embed_image_set(embedder, images, output_dir=folder, batch_size=BATCH, shard_size=SHARD, shard_seconds=NO_TIME_LIMIT,
                     num_workers=0, device="cpu")
     return folder
 
@@ -101,7 +103,7 @@ def test_ray_run_killed_then_resumed_is_the_local_output(ray_cluster, images, em
             raise KeyboardInterrupt("simulated kill")
 
     with pytest.raises(KeyboardInterrupt):
-        embed_image_set_ray(embedder, images, output_dir=target, batch_size=BATCH, shard_size=SHARD,
+        embed_image_set_ray(embedder, images, output_dir=target, batch_size=BATCH, shard_size=SHARD, shard_seconds=NO_TIME_LIMIT,
                             device="cpu", actors=2, progress=kill_after_first_shard)
     partial = tmp_path / ".emb.partial"
     assert sorted(p.name for p in (partial / "shards").iterdir()) == ["shard_00000.npz"]
@@ -109,7 +111,7 @@ def test_ray_run_killed_then_resumed_is_the_local_output(ray_cluster, images, em
     shutil.copytree(partial, tmp_path / ".other.partial")  # the same killed run, for the local path
 
     done: list[int] = []
-    embed_image_set_ray(embedder, images, output_dir=target, batch_size=BATCH, shard_size=SHARD,
+    embed_image_set_ray(embedder, images, output_dir=target, batch_size=BATCH, shard_size=SHARD, shard_seconds=NO_TIME_LIMIT,
                         device="cpu", actors=2, progress=done.append)
     assert done[0] == SHARD  # the finished shard, counted once, not recomputed
     assert sum(done[1:]) == len(images) - SHARD  # only the missing rows went to the actors
@@ -119,7 +121,7 @@ def test_ray_run_killed_then_resumed_is_the_local_output(ray_cluster, images, em
 
     done.clear()
     embed_image_set(embedder, images, output_dir=tmp_path / "other", batch_size=BATCH,
-                    shard_size=SHARD, num_workers=0, device="cpu", progress=done.append)
+                    shard_size=SHARD, shard_seconds=NO_TIME_LIMIT, num_workers=0, device="cpu", progress=done.append)
     assert done[0] == SHARD  # the local path takes the Ray engine's shard as finished work
     _same_folders(tmp_path / "other", local)
 
