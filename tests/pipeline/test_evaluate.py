@@ -192,3 +192,30 @@ def test_damaged_or_bad_precomputed_embeddings_leave_no_run(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="records.parquet has 4 bytes"):
         run_evaluation(config)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
+
+
+def test_precision_and_recall_cut_offs_are_configurable(tmp_path: Path) -> None:
+    from naive_metrics import naive_retrieval_metrics
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(30, 6)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"{i:02d}" for i in range(30)]
+    labels = [f"c{i % 4}" for i in range(30)]
+    EmbeddingSet(vectors, ids, ids, labels).save(tmp_path / "all")
+    folder = str(tmp_path / "all")
+    outcome = run_evaluation(_config(tmp_path, query_embeddings=folder, gallery_embeddings=folder,
+                                     recall_ks=[2, 3], precision_ks=[3, 7]))
+    expected = naive_retrieval_metrics(vectors, labels, vectors, labels, query_ids=ids,
+                                       gallery_ids=ids, ks=(2, 3), precision_ks=(3, 7))
+    assert {key for key in outcome.metrics if key.startswith(("recall@", "precision@"))} == {
+        "recall@2", "recall@3", "precision@3", "precision@7"}
+    for key in ("recall@2", "recall@3", "precision@3", "precision@7", "map@r"):
+        assert outcome.metrics[key] == pytest.approx(expected[key]), key
+
+
+def test_a_bad_precision_cut_off_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from lookalike.pipeline.evaluate_config import check_evaluate_config
+
+    with pytest.raises(ValueError, match="precision_ks"):
+        check_evaluate_config(_config(tmp_path, source="x", precision_ks=[0]))

@@ -39,7 +39,7 @@ def evaluate(
     device: Annotated[str | None, typer.Option(help="Where ranking and the index run: cpu, cuda[:N], auto [default: cpu].")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Run folder.")] = None,
 ) -> None:
-    """Score retrieval: Recall@K, Precision@10, mAP, MAP@5, MAP@R and the weighted top-k score.
+    """Score retrieval: Recall@K, Precision@K, mAP, MAP@K, MAP@R and the weighted top-k score.
 
     Post-processing is switched on with overrides and reported beside the baseline, e.g.
     postprocess.whitening=true postprocess.qe=true postprocess.k_reciprocal=true.

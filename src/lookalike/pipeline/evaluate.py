@@ -174,7 +174,8 @@ def score(config: EvaluateConfig, ranking: Ranking) -> dict[str, float]:
     if unlabelled:
         logger.info("%d unlabelled queries left out of the metrics", unlabelled)
     return retrieval_metrics(
-        ranking, ks=config.recall_ks, map_at_k=config.map_at_k, weights=config.weights()
+        ranking, ks=config.recall_ks, precision_ks=config.precision_ks,
+        map_at_k=config.map_at_k, weights=config.weights(),
     ).summary
 
 

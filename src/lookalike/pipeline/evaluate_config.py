@@ -48,6 +48,7 @@ class EvaluateConfig:
         rejection: A "no match" threshold (fixed, or the one stored with an index folder).
         k: Results per query written to ``results.csv``.
         recall_ks: K values of Recall@K.
+        precision_ks: K values of Precision@K (may be empty).
         map_at_k: K of MAP@K (Kaggle's MAP@5).
         topk_weights: Weights of the competition's weighted top-k score, ``{K: weight}``.
         output: Folder for everything the run writes.
@@ -68,6 +69,7 @@ class EvaluateConfig:
     rejection: RejectionSpec = field(default_factory=RejectionSpec)
     k: int = 10
     recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    precision_ks: list[int] = field(default_factory=lambda: [10])
     map_at_k: int = 5
     topk_weights: dict[int, float] = field(default_factory=lambda: {1: 600.0, 5: 300.0, 10: 100.0})
     output: str = "runs/evaluate"
@@ -80,7 +82,8 @@ class EvaluateConfig:
 
     def ranking_depth(self) -> int:
         """Neighbours the run's ranking keeps: enough for results, metrics and every variant."""
-        depth = max(self.k, metrics_depth(self.recall_ks, (10,), self.map_at_k, self.weights()))
+        depth = max(self.k, metrics_depth(self.recall_ks, self.precision_ks, self.map_at_k,
+                                          self.weights()))
         if self.postprocess.enabled:
             depth = max(depth, self.postprocess.depth)
         return depth
@@ -124,6 +127,8 @@ def check_evaluate_config(config: EvaluateConfig) -> None:
         raise ValueError("recall_ks must list at least one positive integer")
     for value in config.recall_ks:
         _positive_int(value, "each of recall_ks")
+    for value in config.precision_ks:
+        _positive_int(value, "each of precision_ks")
     for key, weight in config.topk_weights.items():
         try:
             _positive_int(int(key), "each key of topk_weights")

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lookalike.models.embedder import Embedder
-
-_CLIP_POOLINGS = ("cls", "identity")
+from lookalike.models.text import text_support as model_text_support
 
 
 def resolve_device(device: str) -> torch.device:
@@ -66,25 +65,11 @@ class ImageEncoder:
 
 
 def text_support(embedder: Embedder | None) -> str | None:
-    """None when ``embedder`` can embed text into its image space; else why it cannot."""
+    """None when the server's ``embedder`` can embed text into its image space; else why not
+    (see :func:`lookalike.models.text.text_support`)."""
     if embedder is None:
         return "the server has no model; start it with --model or --checkpoint"
-    backbone = getattr(embedder, "backbone", None)  # an ONNX Runtime embedder has none
-    if getattr(backbone, "text_model", None) is None or not hasattr(backbone, "tokenizer"):
-        return (
-            f"the model ({embedder.config.get('backbone', 'unknown')}) has no text tower; "
-            "text search needs an open_clip backbone"
-        )
-    if embedder.config.get("head", "none") != "none":
-        return (
-            "the model's head maps images out of CLIP's text space; text search needs head 'none'"
-        )
-    if embedder.config.get("pool") not in _CLIP_POOLINGS:
-        return (
-            f"the model pools with {embedder.config.get('pool')!r}, not CLIP's own image "
-            "embedding; text search needs pool 'cls' or 'auto'"
-        )
-    return None
+    return model_text_support(embedder)
 
 
 class TextEncoder:
