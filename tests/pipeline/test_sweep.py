@@ -113,7 +113,8 @@ def _finished(study_dir: Path) -> list[optuna.trial.FrozenTrial]:
         storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'study.db'}",
                                              skip_table_creation=True)
         return optuna.load_study(study_name="sweep", storage=storage).get_trials()
-    except (KeyError, RuntimeError, sqlalchemy.exc.OperationalError):  # not created yet
+    except (KeyError, RuntimeError, sqlalchemy.exc.OperationalError,
+            optuna.exceptions.StorageInternalError):  # not (completely) created yet
         return []
 
 
