@@ -107,13 +107,13 @@ def test_a_trial_worse_than_the_median_is_pruned_after_its_first_epoch(tmp_path:
 
 
 def _finished(study_dir: Path) -> list[optuna.trial.FrozenTrial]:
-    if not (study_dir / "study.db").is_file():
-        return []
+    if not (study_dir / "study.db").is_file() or not (study_dir / "trials").is_dir():
+        return []  # the first trial's folder appears once the study's tables exist
     try:  # read only: creating tables here would race the sweep creating them
         storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'study.db'}",
                                              skip_table_creation=True)
         return optuna.load_study(study_name="sweep", storage=storage).get_trials()
-    except (KeyError, RuntimeError, sqlalchemy.exc.OperationalError,
+    except (KeyError, RuntimeError, sqlalchemy.exc.SQLAlchemyError,
             optuna.exceptions.StorageInternalError):  # not (completely) created yet
         return []
 
