@@ -55,6 +55,7 @@ from lookalike.embed.shards import (
     ShardFiles,
     assemble_shards,
     batches_from,
+    check_shard_settings,
     write_skipped_csv,
 )
 from lookalike.embed.store import EMBEDDINGS_FILE, EMBEDDINGS_KIND, INFO_FILE, EmbeddingSet
@@ -163,11 +164,7 @@ def embed_image_set(
             output that is not ``(B, embedding_dim)``, or an ``output_dir`` holding something
             else.
     """
-    if batch_size < 1 or shard_size < 1 or not shard_seconds > 0:
-        raise ValueError(
-            f"need batch_size >= 1, shard_size >= 1, shard_seconds > 0; got "
-            f"{batch_size}, {shard_size}, {shard_seconds}"
-        )
+    check_shard_settings(batch_size, shard_size, shard_seconds)
     augmentation = AugmentedViews.parse(tta)
     torch_device = _resolve_device(device)
     amp_dtype = _amp_dtype(torch_device, amp)

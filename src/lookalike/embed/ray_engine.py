@@ -60,6 +60,7 @@ from lookalike.embed.shards import (
     Shard,
     ShardFiles,
     batches_from,
+    check_shard_settings,
 )
 from lookalike.embed.store import EMBEDDINGS_FILE, EMBEDDINGS_KIND, INFO_FILE, EmbeddingSet
 from lookalike.embed.tta import AugmentedViews
@@ -116,11 +117,7 @@ def embed_image_set_ray(
         ValueError: A setting that cannot run, Ray missing, a cluster that cannot be reached,
             or an ``output_dir`` holding something else.
     """
-    if batch_size < 1 or shard_size < 1 or not shard_seconds > 0:
-        raise ValueError(
-            f"need batch_size >= 1, shard_size >= 1, shard_seconds > 0; got "
-            f"{batch_size}, {shard_size}, {shard_seconds}"
-        )
+    check_shard_settings(batch_size, shard_size, shard_seconds)
     check_ray_settings(device, actors)
     AugmentedViews.parse(tta)
     work = _RayWork(embedder, image_set, batch_size, device, amp, tuple(tta), shard_size,

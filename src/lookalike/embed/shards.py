@@ -51,6 +51,15 @@ class Shard:
     skipped: list[tuple[int, str]]
 
 
+def check_shard_settings(batch_size: int, shard_size: int, shard_seconds: float) -> None:
+    """Refuse batching every engine would run wrongly with (NaN ``shard_seconds`` too)."""
+    if batch_size < 1 or shard_size < 1 or not shard_seconds > 0:
+        raise ValueError(
+            f"need batch_size >= 1, shard_size >= 1, shard_seconds > 0; got "
+            f"{batch_size}, {shard_size}, {shard_seconds}"
+        )
+
+
 def batches_from(start: int, size: int, batch_size: int) -> list[list[int]]:
     """Batches of dataset indices ``[start, size)``, ``batch_size`` at most each, in order."""
     return [list(range(i, min(i + batch_size, size))) for i in range(start, size, batch_size)]

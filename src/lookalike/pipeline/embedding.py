@@ -9,6 +9,7 @@ embedder is named by a :class:`~lookalike.models.spec.ModelSpec` (or given built
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lookalike.data.records import ImageSet
 from lookalike.data.sources import load_source
@@ -99,32 +100,24 @@ def embed_images(
         if model is None or isinstance(model, ModelSpec)
         else model
     )
+    common: dict[str, Any] = {  # what both engines take alike
+        "output_dir": None if output is None else Path(output),
+        "batch_size": spec.batch_size,
+        "device": spec.device,
+        "tta": tuple(spec.tta),
+        "shard_size": spec.shard_size,
+        "shard_seconds": spec.shard_seconds,
+        "draft_decode": spec.draft_decode,
+        "progress": tracker(progress, f"embedding {images.name}", len(images)),
+    }
     if spec.engine == "ray":
         return embed_image_set_ray(
-            embedder,
-            images,
-            output_dir=None if output is None else Path(output),
-            batch_size=spec.batch_size,
-            device=spec.device,
-            tta=tuple(spec.tta),
-            shard_size=spec.shard_size,
-            shard_seconds=spec.shard_seconds,
-            draft_decode=spec.draft_decode,
-            progress=tracker(progress, f"embedding {images.name}", len(images)),
-            address=spec.address,
-            actors=spec.actors,
+            embedder, images, **common, address=spec.address, actors=spec.actors
         )
     return embed_image_set(
         embedder,
         images,
-        output_dir=None if output is None else Path(output),
-        batch_size=spec.batch_size,
+        **common,
         num_workers=parse_workers(spec.num_workers),
-        device=spec.device,
-        tta=tuple(spec.tta),
-        shard_size=spec.shard_size,
-        shard_seconds=spec.shard_seconds,
-        draft_decode=spec.draft_decode,
         decode_on_device=spec.decode_on_device,
-        progress=tracker(progress, f"embedding {images.name}", len(images)),
     )
