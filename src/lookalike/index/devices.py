@@ -7,17 +7,12 @@ as given and checked where the index is built, which fails with one line saying 
 
 from __future__ import annotations
 
-import faiss
 import torch
 
 from lookalike.index.base import INDEXES, check_device
+from lookalike.index.faiss_index import faiss_gpu_available
 
 INDEX_DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N")
-
-
-def faiss_gpu_available() -> bool:
-    """Whether this FAISS has GPU support and sees a GPU."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 def resolve_index_device(device: str, kind: str) -> str:

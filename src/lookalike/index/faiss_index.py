@@ -32,6 +32,11 @@ _FAISS_METRICS = {
 }
 
 
+def faiss_gpu_available() -> bool:
+    """Whether this FAISS has GPU support and sees a GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
 class FaissIndex(Index):
     """Common machinery: build from a FAISS factory string, move to GPU, train, search, save.
 
@@ -141,7 +146,7 @@ class FaissIndex(Index):
             return cpu_index
         if not self.supports_gpu:
             raise ValueError(f"FAISS has no GPU version of {self.kind!r}; use device='cpu'")
-        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        if not faiss_gpu_available():
             raise ValueError(
                 f"device {self.device!r} needs FAISS built with GPU support and a visible GPU "
                 "(pip install faiss-gpu-cu12); use device='cpu'"
