@@ -10,6 +10,7 @@ an embedder does, :func:`embed_texts` runs the text tower, normalising as the em
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,18 @@ def text_support(embedder: Embedder) -> str | None:
             "embedding; text needs pool 'cls' or 'auto'"
         )
     return None
+
+
+def encode_text_batch(
+    tower: Any, tokenizer: Any, texts: list[str], device: str | torch.device, normalize: bool
+) -> np.ndarray:
+    """One forward pass of a CLIP text tower: ``B`` texts -> ``(B, D)`` float32 rows,
+    L2-normalised when ``normalize``."""
+    with torch.inference_mode():
+        rows = tower.encode_text(tokenizer(texts).to(device)).float()
+        if normalize:
+            rows = F.normalize(rows, dim=-1)
+    return rows.cpu().numpy()
 
 
 def embed_texts(
@@ -76,15 +89,11 @@ def embed_texts(
     tower.eval().to(device)
     parts: list[np.ndarray] = []
     try:
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = list(texts[start : start + batch_size])
-                rows = tower.encode_text(tokenizer(batch).to(device)).float()
-                if embedder.normalize:
-                    rows = F.normalize(rows, dim=-1)
-                parts.append(rows.cpu().numpy())
-                if progress is not None:
-                    progress(len(batch))
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            parts.append(encode_text_batch(tower, tokenizer, batch, device, embedder.normalize))
+            if progress is not None:
+                progress(len(batch))
     finally:
         tower.train(was_training)
     if not parts:

@@ -15,10 +15,10 @@ import threading
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from lookalike.models.embedder import Embedder
+from lookalike.models.text import encode_text_batch
 from lookalike.models.text import text_support as model_text_support
 
 
@@ -93,9 +93,7 @@ class TextEncoder:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """``B`` texts -> ``(B, D)`` embeddings in one forward pass of the text tower."""
-        tokens = self.tokenizer(texts).to(self.device)
-        with self._lock, torch.inference_mode():
-            rows = self.text_model.encode_text(tokens).float()
-            if self.normalize:
-                rows = F.normalize(rows, dim=-1)
-        return rows.cpu().numpy()
+        with self._lock:
+            return encode_text_batch(
+                self.text_model, self.tokenizer, texts, self.device, self.normalize
+            )
