@@ -61,6 +61,7 @@ def stream_changes(url: str, round_number: int, stream: Stream, stop: threading.
                         stream.added.append(item_id)
                 if response.status_code >= 400:
                     stream.errors.append(response.text)
+                stream.in_flight = None  # answered: no longer uncertain
             except httpx.HTTPError:
                 return  # the server is gone: this request was never acknowledged
 
@@ -129,13 +130,15 @@ def test_kill_9_mid_stream_loses_no_acknowledged_change(
             present = all_items(client)
             assert len(present) == len(set(present))  # nothing applied twice
             expected = acknowledged_adds - acknowledged_deletes
-            assert expected <= set(present), sorted(expected - set(present))[:5]
+            # The request in flight at a kill may or may not have been applied: an item whose
+            # deletion was in flight may be gone, one whose addition was may be present.
+            assert expected - uncertain <= set(present), sorted(expected - set(present))[:5]
             assert not (acknowledged_deletes - uncertain) & set(present)
             base = {item for item in present if not item.startswith("r")}
             assert len(base) == BASE_ITEMS
             unexpected = set(present) - expected - base
             assert unexpected <= uncertain, unexpected
-            for item_id in sorted(expected):  # each is found by its own image, first
+            for item_id in sorted(expected & set(present)):  # found by its own image, first
                 files = [("images", ("q.png", noise_png(seed_of(item_id)), "image/png"))]
                 found = client.post("/api/search/image", files=files, data={"k": "1"}).json()
                 hit = found["results"][0]["hits"][0]
