@@ -113,6 +113,35 @@ class Index(ABC):
         scores, indices = self._search(prepared, int(k))
         return SearchResult(scores, indices, self.metric.higher_is_better)
 
+    def reconstruct(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """``(R, D)`` float32 stored vectors of ``rows`` (all rows when None), as the index keeps
+        them: L2-normalised for cosine, quantised where the index quantises (IVF-PQ).
+
+        A served catalogue needs this to search by an item's own row and to rebuild an index
+        without its deleted rows.
+
+        Raises:
+            ValueError: A row is out of range, or this kind (or device) cannot give rows back.
+        """
+        raise ValueError(
+            f"a {self.kind} index on {self.device} cannot give its stored rows back; use an "
+            "exact_torch, flat, hnsw, ivf_flat, ivf_pq or milvus index on the CPU"
+        )
+
+    def empty_copy(self) -> Index:
+        """A new, empty index of this kind, metric, device and parameters, keeping what this one
+        learned in training (IVF centroids, PQ codebooks), ready for :meth:`add`."""
+        return create_index(self.kind, self.dim, self.metric, device=self.device, **self.params)
+
+    def _row_numbers(self, rows: Sequence[int] | np.ndarray | None) -> np.ndarray:
+        """``rows`` as an int64 array (all rows when None), each checked to be in range."""
+        if rows is None:
+            return np.arange(self.ntotal, dtype=np.int64)
+        selected = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if selected.size and (selected.min() < 0 or selected.max() >= self.ntotal):
+            raise ValueError(f"rows must lie in [0, {self.ntotal}), got {selected.tolist()[:10]}")
+        return selected
+
     @abstractmethod
     def _add(self, vectors: np.ndarray) -> None:
         """Append prepared ``(N, D)`` rows."""

@@ -7,6 +7,7 @@ gallery sets are (no ``Q x N`` matrix is ever built). The same code runs on CPU 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,10 @@ class ExactTorchIndex(Index):
     def _add(self, vectors: np.ndarray) -> None:
         rows = torch.from_numpy(vectors).to(self._vectors.device)
         self._vectors = torch.cat([self._vectors, rows], dim=0)
+
+    def reconstruct(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        selected = torch.from_numpy(self._row_numbers(rows)).to(self._vectors.device)
+        return self._vectors[selected].cpu().numpy().astype(np.float32, copy=False)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rows = torch.from_numpy(queries).to(self._vectors.device)

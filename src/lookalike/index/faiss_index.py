@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -127,6 +128,35 @@ class FaissIndex(Index):
             )
             self._train(vectors)
         self._index.add(vectors)
+
+    def reconstruct(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Stored rows (see :meth:`Index.reconstruct`); an IVF index gets its direct map (row
+        number to inverted-list slot) the first time, and keeps it up to date from then on."""
+        if self.device != "cpu":
+            return super().reconstruct(rows)
+        selected = self._row_numbers(rows)
+        if selected.size == 0:
+            return np.zeros((0, self.dim), np.float32)
+        ivf = faiss.try_extract_index_ivf(self._index)
+        if ivf is not None and ivf.direct_map.no():
+            ivf.make_direct_map()
+        if rows is None:
+            return np.asarray(self._index.reconstruct_n(0, self.ntotal), dtype=np.float32)
+        return np.stack([self._index.reconstruct(int(row)) for row in selected]).astype(
+            np.float32, copy=False
+        )
+
+    def empty_copy(self) -> FaissIndex:
+        """An empty index of this kind; an IVF index keeps its coarse centroids and codebooks
+        (a trained FAISS index, cloned and emptied)."""
+        copy = super().empty_copy()
+        assert isinstance(copy, FaissIndex)
+        if not copy.is_trained:
+            cpu_index = self._index if self.device == "cpu" else faiss.index_gpu_to_cpu(self._index)
+            trained = faiss.clone_index(cpu_index)
+            trained.reset()
+            copy._index = copy._to_device(trained)
+        return copy
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         settings = self._search_parameters()

@@ -220,7 +220,7 @@ class MilvusIndex(Index):
     def delete(self, rows: Sequence[int] | np.ndarray) -> None:
         """Remove ``rows`` from the collection; they are never returned again (row numbers of
         the others do not change, and ``ntotal`` still counts them)."""
-        selected = self._rows(rows)
+        selected = self._row_numbers(rows)
         if selected.size:
             self._call("delete", self._client().delete, self.collection, ids=selected.tolist())
 
@@ -231,7 +231,7 @@ class MilvusIndex(Index):
         Raises:
             ValueError: A row is out of range or was deleted.
         """
-        selected = np.arange(self.ntotal) if rows is None else self._rows(rows)
+        selected = self._row_numbers(rows)
         found: dict[int, list[float]] = {}
         client = self._client()
         for start in range(0, selected.size, MAX_TOPK):
@@ -390,12 +390,6 @@ class MilvusIndex(Index):
         if self.index_type == "HNSW":
             return {"ef": max(self.ef_search, limit)}
         return {}
-
-    def _rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        selected = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if selected.size and (selected.min() < 0 or selected.max() >= self.ntotal):
-            raise ValueError(f"rows must lie in [0, {self.ntotal}), got {selected.tolist()[:10]}")
-        return selected
 
     def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         """Call pymilvus, turning its errors into one line naming the collection and URI."""

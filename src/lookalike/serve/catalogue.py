@@ -22,7 +22,6 @@ import numpy as np
 from lookalike.index.base import Index
 from lookalike.index.result import SearchResult
 from lookalike.search.topk import search
-from lookalike.serve.rows import enable_row_access, stored_rows
 
 _DEEPEN = 4
 
@@ -94,7 +93,6 @@ class Catalogue:
             self.row_of[item_id] = row
         self.dead = np.zeros(index.ntotal, dtype=bool)
         self._label_array: np.ndarray | None = None
-        enable_row_access(index)
 
     @property
     def size(self) -> int:
@@ -122,7 +120,7 @@ class Catalogue:
     def vectors_of(self, item_ids: Sequence[str]) -> np.ndarray:
         """``(len(item_ids), D)`` stored vectors of live items (KeyError for an unknown id)."""
         rows = np.array([self.row_of[item_id] for item_id in item_ids], dtype=np.int64)
-        return stored_rows(self.index, rows)
+        return self.index.reconstruct(rows)
 
     def add(
         self,
@@ -158,7 +156,7 @@ class Catalogue:
         """Copies of the live rows, in row order."""
         rows = np.flatnonzero(~self.dead)
         return LiveRows(
-            vectors=stored_rows(self.index, rows),
+            vectors=self.index.reconstruct(rows),
             ids=[self.ids[row] for row in rows],
             paths=[self.paths[row] for row in rows],
             labels=[self.labels[row] for row in rows],

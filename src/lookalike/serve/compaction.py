@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from lookalike.index.io import IndexMetadata, save_index
 from lookalike.serve.catalogue import Catalogue
 from lookalike.serve.journal import JournalHeader
-from lookalike.serve.rows import empty_copy
 
 if TYPE_CHECKING:
     from lookalike.serve.store import CatalogueStore
@@ -62,7 +61,7 @@ def compact(store: CatalogueStore) -> CompactionReport:
             template = store.catalogue.index
             dropped = store.catalogue.dead_count
             previous = store.generation
-            new_index = empty_copy(template)
+            new_index = template.empty_copy()
         if len(live.ids):
             new_index.add(live.vectors, labels=live.labels)
         generation = uuid.uuid4().hex
