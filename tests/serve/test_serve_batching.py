@@ -16,8 +16,9 @@ from serve_helpers import noise_png, serve_in_thread
 
 from lookalike.serve import ServeSettings, create_app
 from lookalike.serve.batcher import MicroBatcher
-from lookalike.serve.encoders import ImageEncoder, resolve_device
+from lookalike.serve.encoders import ImageEncoder
 from lookalike.serve.uploads import decode_upload
+from lookalike.utils.devices import resolve_device
 
 
 class Recorder:

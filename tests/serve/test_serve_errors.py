@@ -417,6 +417,6 @@ def test_a_bad_device_fails_before_the_state_folder_is_taken(tiny_clip, clip_ind
     with pytest.raises(ValueError, match="device"):
         create_app(clip_index, model=tiny_clip, settings=ServeSettings(device="tpu"))
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device"):
+        with pytest.raises(ValueError, match="no usable CUDA device"):
             create_app(clip_index, model=tiny_clip, settings=ServeSettings(device="cuda"))
     create_app(clip_index, model=None).state.serve.stop()  # the folder is still free

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lookalike.utils.devices import check_accelerator, check_device
+from lookalike.utils.devices import check_accelerator, check_device, resolve_device
 
 
 @pytest.fixture
@@ -69,3 +69,22 @@ def test_accelerator_devices_beyond_the_machine(devices: object) -> None:
         check_accelerator("gpu", devices)
     check_accelerator("gpu", 1)
     check_accelerator("cuda", [0])
+
+
+@pytest.mark.parametrize(("gpus", "expected"), [(0, "cpu"), (1, "cuda")])
+def test_auto_resolves_to_cuda_only_where_there_is_one(
+    monkeypatch: pytest.MonkeyPatch, gpus: int, expected: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.usefixtures("one_gpu")
+def test_resolve_checks_the_name_first() -> None:
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="device 'cuda:3' does not exist"):
+        resolve_device("cuda:3")
+    with pytest.raises(ValueError, match="unknown device 'banana'"):
+        resolve_device("banana")

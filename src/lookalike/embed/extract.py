@@ -62,7 +62,7 @@ from lookalike.embed.store import EMBEDDINGS_FILE, EMBEDDINGS_KIND, INFO_FILE, E
 from lookalike.embed.tta import AugmentedViews
 from lookalike.models.preprocessing import Preprocessing, eval_transform
 from lookalike.utils.cores import CorePlan, intra_op_threads, limit_worker_threads, plan_cores
-from lookalike.utils.devices import check_device
+from lookalike.utils.devices import resolve_device
 from lookalike.utils.folders import atomic_folder, check_replaceable, link_verified_files
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def embed_image_set(
     """
     check_shard_settings(batch_size, shard_size, shard_seconds)
     augmentation = AugmentedViews.parse(tta)
-    torch_device = _resolve_device(device)
+    torch_device = resolve_device(device)
     amp_dtype = _amp_dtype(torch_device, amp)
     cores = plan_cores(num_workers, torch_device)
     logger.info(
@@ -341,13 +341,6 @@ def _embed_from(
 
 def _ignore(amount: int) -> None:
     del amount
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    check_device(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:

@@ -14,14 +14,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from lookalike.embed.store import EmbeddingSet
 from lookalike.models.embedder import Embedder
 from lookalike.models.spec import ModelSpec, build_embedder
 from lookalike.models.text import embed_texts, text_support
 from lookalike.pipeline.indexing import SearchOutcome, search_index
-from lookalike.utils.devices import check_device
+from lookalike.utils.devices import resolve_device
 from lookalike.utils.progress import ProgressFactory, tracker
 
 logger = logging.getLogger(__name__)
@@ -96,7 +94,7 @@ def embed_text_set(
     Raises:
         ValueError: A model without a usable text tower, no texts, or ids that do not match.
     """
-    check_device(device)
+    torch_device = resolve_device(device)  # a bad device fails before the model is built
     texts = [str(text) for text in texts]
     if not texts:
         raise ValueError("no texts to embed; give at least one")
@@ -107,9 +105,8 @@ def embed_text_set(
     reason = text_support(embedder)
     if reason is not None:
         raise ValueError(reason)
-    resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     rows = embed_texts(
-        embedder, texts, batch_size=batch_size, device=resolved,
+        embedder, texts, batch_size=batch_size, device=torch_device,
         progress=tracker(progress, "embedding texts", len(texts)),
     )
     info = {

@@ -28,7 +28,7 @@ from lookalike import __version__
 from lookalike.models.embedder import Embedder
 from lookalike.models.spec import ModelSpec, build_embedder
 from lookalike.serve.batcher import MicroBatcher
-from lookalike.serve.encoders import ImageEncoder, TextEncoder, resolve_device, text_support
+from lookalike.serve.encoders import ImageEncoder, TextEncoder, text_support
 from lookalike.serve.errors import install_error_handlers
 from lookalike.serve.metrics import MetricsMiddleware, ServeMetrics
 from lookalike.serve.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
@@ -36,6 +36,7 @@ from lookalike.serve.routes import items, search, system
 from lookalike.serve.settings import ServeSettings
 from lookalike.serve.state import ServerState
 from lookalike.serve.store import CatalogueStore
+from lookalike.utils.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 

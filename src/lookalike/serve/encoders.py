@@ -22,21 +22,6 @@ from lookalike.models.text import encode_text_batch
 from lookalike.models.text import text_support as model_text_support
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else the CPU; other names as torch reads them."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but torch sees no CUDA device; use 'cpu'")
-    return resolved
-
-
 class ImageEncoder:
     """RGB images -> ``(B, D)`` float32 embeddings, as :func:`~lookalike.embed` makes them.
 

@@ -66,6 +66,19 @@ def check_device(device: str | torch.device, *, allow_auto: bool = True) -> str:
     raise ValueError(f"unsupported device {name!r}; use one of {', '.join(valid)}")
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device a model runs on: ``"auto"`` becomes CUDA when this machine has it, else
+    the CPU; any other name is checked (:func:`check_device`) and returned as a torch device.
+
+    Raises:
+        ValueError: One line naming the device given and what this machine has.
+    """
+    name = check_device(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def check_accelerator(accelerator: str, devices: Any = "auto") -> None:
     """Refuse a Lightning ``accelerator``/``devices`` pair this machine cannot run.
 
