@@ -159,3 +159,36 @@ def test_actor_resources() -> None:
     assert plan_actors({"CPU": 8.0, "GPU": 2.0}, 3, "cpu") == ActorPlan("cpu", 2.0, 0.0, 2)
     with pytest.raises(ValueError, match="has no GPU"):
         plan_actors({"CPU": 8.0}, 2, "cuda")
+
+
+def test_the_shard_clock_starts_with_the_first_answer_not_the_actors_start_up(
+    images: ImageSet,
+) -> None:
+    """Actors that take longer than ``shard_seconds`` to load their model must not close the
+    first shard after one batch; once answers flow, shards still close by time."""
+    import time
+    from types import SimpleNamespace
+
+    from lookalike.embed.ray_engine import _ShardCloser
+
+    work = SimpleNamespace(image_set=images, shard_size=1000, batch_size=BATCH, shard_seconds=1.0,
+                           embedder=SimpleNamespace(embedding_dim=3))  # fmt: skip
+    shards: list = []
+    closer = _ShardCloser(work, 0, None, shards)  # type: ignore[arg-type]
+
+    def answer(start: int, stop: int) -> dict[str, np.ndarray]:
+        rows = np.arange(start, stop)
+        return {"row": rows, "embedded": np.ones(len(rows), bool),
+                "embedding": np.ones((len(rows), 3), np.float32),
+                "reason": np.full(len(rows), "", dtype=object)}  # fmt: skip
+
+    time.sleep(1.2)  # the actors start up
+    closer.add(answer(0, 4))
+    closer.add(answer(4, 8))
+    assert shards == []  # one shard still open: the start-up did not count
+    time.sleep(1.2)  # answers flow slowly now: the open shard closes by time
+    closer.add(answer(8, 12))
+    assert [(shard.start, shard.stop) for shard in shards] == [(0, 12)]
+    closer.add(answer(12, 19))
+    closer.finish()
+    assert [(shard.start, shard.stop) for shard in shards] == [(0, 12), (12, 19)]

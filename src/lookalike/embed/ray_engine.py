@@ -41,14 +41,8 @@ import numpy as np
 import torch
 
 from lookalike.data.records import ImageSet
-from lookalike.embed.extract import (
-    EmbedderLike,
-    _amp_dtype,
-    _evaluating,
-    _Extraction,
-    embed_in_shards,
-    extraction_info,
-)
+from lookalike.embed.extract import embed_in_shards, extraction_info
+from lookalike.embed.forward import EmbedderLike, Extraction, amp_dtype_for, evaluating
 from lookalike.embed.ray_cluster import (
     ActorPlan,
     check_ray_settings,
@@ -120,14 +114,28 @@ def embed_image_set_ray(
     check_shard_settings(batch_size, shard_size, shard_seconds)
     check_ray_settings(device, actors)
     AugmentedViews.parse(tta)
-    work = _RayWork(embedder, image_set, batch_size, device, amp, tuple(tta), shard_size,
-                    shard_seconds, channels_last, draft_decode, actors)
+    work = _RayWork(
+        embedder,
+        image_set,
+        batch_size,
+        device,
+        amp,
+        tuple(tta),
+        shard_size,
+        shard_seconds,
+        channels_last,
+        draft_decode,
+        actors,
+    )
     advance = progress or _ignore
     if output_dir is not None:
         check_replaceable(Path(output_dir), EMBEDDINGS_KIND, (INFO_FILE, EMBEDDINGS_FILE))
     with ray_session(address):
         return embed_in_shards(
-            output_dir, image_set, embedder.embedding_dim, work.info(),
+            output_dir,
+            image_set,
+            embedder.embedding_dim,
+            work.info(),
             lambda finished, files: work.shards(finished, files, advance),
         )
 
@@ -158,7 +166,7 @@ class _RayWork:
         device = torch.device(self.plan().device)
         if device.type == "cuda" and not torch.cuda.is_available():
             return None if self.amp is False else torch.bfloat16
-        return _amp_dtype(device, self.amp)
+        return amp_dtype_for(device, self.amp)
 
     def info(self) -> dict[str, Any]:
         """The provenance the local path records (see ``embed_image_set``)."""
@@ -195,8 +203,15 @@ class _RayWork:
         rows.context.enable_progress_bars = False
         amp_dtype = self.amp_dtype()
         payload = ray.put((self.embedder, self.image_set))
-        settings = _ActorSettings(self.batch_size, plan.device, amp_dtype, self.channels_last,
-                                  self.tta, plan.threads, self.draft_decode)
+        settings = _ActorSettings(
+            self.batch_size,
+            plan.device,
+            amp_dtype,
+            self.channels_last,
+            self.tta,
+            plan.threads,
+            self.draft_decode,
+        )
         return rows.map_batches(
             _EmbeddingActor,
             fn_constructor_kwargs={"payload": [payload], "settings": settings},
@@ -220,7 +235,9 @@ class _ShardCloser:
         self.rows_per_shard = math.ceil(work.shard_size / work.batch_size) * work.batch_size
         self.ids = work.image_set.ids
         self.next_row = self.shard_start = start
-        self.opened = time.monotonic()
+        # The clock starts with the first answer: the actors' start-up (loading the model on
+        # each) is not work a shard holds, and would otherwise close a first shard by time.
+        self.opened: float | None = None
         self.parts: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
         self.skipped: list[tuple[int, str]] = []
@@ -234,6 +251,8 @@ class _ShardCloser:
                 "dataset order was not kept"
             )
         embedded = np.asarray(batch["embedded"], bool)
+        if self.opened is None:
+            self.opened = time.monotonic()
         begin = 0
         while begin < len(rows):
             end = min(len(rows), begin + self.shard_start + self.rows_per_shard - self.next_row)
@@ -241,7 +260,9 @@ class _ShardCloser:
             self.parts.append(np.asarray(batch["embedding"][begin:end][done], np.float32))
             self.rows.append(rows[begin:end][done])
             self.skipped.extend(
-                (int(rows[i]), str(batch["reason"][i])) for i in range(begin, end) if not embedded[i]
+                (int(rows[i]), str(batch["reason"][i]))
+                for i in range(begin, end)
+                if not embedded[i]
             )
             self.next_row += end - begin
             begin = end
@@ -275,7 +296,7 @@ class _ShardCloser:
 
 @dataclass(frozen=True)
 class _ActorSettings:
-    """How an actor decodes and embeds (the local path's ``_Extraction`` settings)."""
+    """How an actor decodes and embeds (the local path's ``Extraction`` settings)."""
 
     batch_size: int
     device: str
@@ -296,7 +317,7 @@ class _EmbeddingActor:
     def __init__(self, payload: list[Any], settings: _ActorSettings) -> None:
         ray = import_ray()
         self.embedder, self.image_set = ray.get(payload[0])
-        self.run = _Extraction(
+        self.run = Extraction(
             batch_size=settings.batch_size,
             cores=CorePlan(cores=settings.threads, workers=0, threads=settings.threads),
             device=torch.device(settings.device),
@@ -309,7 +330,9 @@ class _EmbeddingActor:
         )
         # The actor lives for one run: eval mode, device and threads hold for its lifetime.
         self.context = contextlib.ExitStack()
-        self.context.enter_context(_evaluating(self.embedder, self.run.device, settings.channels_last))
+        self.context.enter_context(
+            evaluating(self.embedder, self.run.device, settings.channels_last)
+        )
         self.context.enter_context(intra_op_threads(settings.threads))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
