@@ -18,12 +18,12 @@ killed sweep (its process is gone, or its heartbeat stopped for ``grace_period``
 marked failed and queued again with the same parameters; the retry trains in the failed trial's
 folder, so Lightning resumes from its last checkpoint, and keeps its reported epochs.
 ``jobs`` processes share the study, each taking the next trial (on GPUs, worker ``i`` gets GPU
-``i mod count``).
+``i mod count``). The study's storage and the handling of killed trials live in
+:mod:`lookalike.pipeline.sweep_study`.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import math
 import multiprocessing
@@ -38,11 +38,20 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from lookalike.config import config_to_yaml, resolve_config
 from lookalike.pipeline.sweep_space import SweepParam, as_overrides, load_space, sample
+from lookalike.pipeline.sweep_study import (
+    FINISHED,
+    STUDY_FILE,
+    WORKER_ATTR,
+    SweepSettings,
+    fail_dead_trials,
+    finished_trials,
+    load_study,
+    trial_folder,
+)
 from lookalike.pipeline.training import train
 from lookalike.report.sweep_report import (
     pruning_savings,
@@ -57,48 +66,10 @@ from lookalike.utils.progress import ProgressFactory, tracker
 
 logger = logging.getLogger(__name__)
 
-STUDY_FILE = "study.db"
-STUDY_NAME = "sweep"
-TRIALS_DIR = "trials"
 BEST_CONFIG_FILE = "best_config.yaml"
 TRIALS_CSV = "trials.csv"
 SWEEP_HTML = "sweep.html"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TRIAL_ERRORS = (ValueError, RuntimeError)  # a trial's own failure: the sweep goes on
-_WORKER_ATTR = "worker"
-_SETTLE_SECONDS = 10
-
-
-@dataclass
-class SweepSettings:
-    """How a sweep runs.
-
-    Attributes:
-        trials: Finished trials (complete or pruned) the study should hold in the end.
-        jobs: Worker processes running trials at the same time.
-        seed: Seed of the TPE sampler (moved on by each worker and by each resume).
-        random_trials: Trials sampled at random before TPE models the rest (Optuna's default,
-            10, would leave a short sweep all random).
-        startup_trials: Trials the median pruner lets finish before it prunes any.
-        warmup_epochs: Epochs of every trial it never prunes.
-        heartbeat: Seconds between a running trial's heartbeats in the study.
-        grace_period: Seconds without a heartbeat after which a trial counts as killed.
-        max_retry: Times a killed trial is run again.
-        max_failures: Trials in a row that may fail (their sampled config refused, training
-            diverged: a ``ValueError`` or ``RuntimeError``, kept in the trial's ``error``)
-            before the sweep stops with the last error.
-    """
-
-    trials: int = 10
-    jobs: int = 1
-    seed: int = 0
-    random_trials: int = 4
-    startup_trials: int = 3
-    warmup_epochs: int = 0
-    heartbeat: int = 30
-    grace_period: int = 120
-    max_retry: int = 3
-    max_failures: int = 3
 
 
 @dataclass
@@ -128,98 +99,6 @@ class SweepResult:
     run_seconds: float = 0.0
 
 
-def study_storage(output: Path, settings: SweepSettings) -> RDBStorage:
-    """The SQLite storage of the study in ``output``, with heartbeats and retries of killed
-    trials."""
-    with warnings.catch_warnings():  # heartbeats and retries are "experimental" since 2.8
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            f"sqlite:///{(output / STUDY_FILE).resolve()}",
-            engine_kwargs={"connect_args": {"timeout": 60}},
-            heartbeat_interval=settings.heartbeat,
-            grace_period=settings.grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                max_retry=settings.max_retry, inherit_intermediate_values=True
-            ),
-        )
-
-
-def load_study(output: str | os.PathLike[str], settings: SweepSettings | None = None,
-               direction: str = "maximize", worker: int = 0) -> optuna.Study:
-    """The study of the sweep folder ``output`` (created when new), with its TPE sampler and
-    median pruner."""
-    settings = settings or SweepSettings()
-    Path(output).mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        storage=study_storage(Path(output), settings),
-        study_name=STUDY_NAME,
-        direction=direction,
-        load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=settings.startup_trials, n_warmup_steps=settings.warmup_epochs
-        ),
-    )
-    # A resumed sweep seeded as the first one was would draw the same random start-up points
-    # again: the seed moves on with the trials the study already holds (and with the worker).
-    started = len(study.get_trials(deepcopy=False))
-    study.sampler = optuna.samplers.TPESampler(
-        n_startup_trials=settings.random_trials, seed=settings.seed + 1009 * started + worker
-    )
-    return study
-
-
-def trial_folder(output: Path, trial: FrozenTrial | optuna.Trial) -> Path:
-    """``OUT/trials/NNNN`` of a trial; a retry of a killed trial reuses the killed one's (its
-    ``run`` attribute, which the retry inherits), so its run resumes from the last checkpoint."""
-    run = trial.user_attrs.get("run")
-    return output / str(run) if run else output / TRIALS_DIR / f"{trial.number:04d}"
-
-
-def fail_dead_trials(study: optuna.Study) -> list[int]:
-    """Mark failed (and queue again) the RUNNING trials whose worker process on this machine is
-    gone: a killed sweep is resumed at once, without waiting for the heartbeat's grace period.
-
-    Returns:
-        The numbers of the trials failed.
-    """
-    host = socket.gethostname()
-    storage = study._storage  # the storage's own API: the study exposes no other way to fail
-    # A retry starts with the killed trial's attributes (its dead worker's among them) until its
-    # own worker writes its own, a moment after it starts running.
-    settled = datetime.datetime.now() - datetime.timedelta(seconds=_SETTLE_SECONDS)
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(trial.user_attrs.get(_WORKER_ATTR, ""))
-        name, _, pid = worker.rpartition(":")
-        if name != host or not pid.isdigit() or _alive(int(pid)):
-            continue
-        retry = "failed_trial" in trial.system_attrs
-        if retry and trial.datetime_start is not None and trial.datetime_start > settled:
-            continue
-        try:
-            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker got there first
-        callback = storage.get_heartbeat_stale_trial_callback()
-        if callback is not None:
-            callback(study, storage.get_trial(trial._trial_id))
-        failed.append(trial.number)
-        logger.info("trial %d was killed with its sweep; queued again", trial.number)
-    return failed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass
 class _Objective:
     """Train one trial's config and return its best validation score."""
@@ -229,7 +108,7 @@ class _Objective:
     output: Path
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr(_WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         chosen = sample(self.params, trial)
         folder = trial_folder(self.output, trial)
         overrides = [*as_overrides(chosen), f"output={folder}"]
@@ -357,11 +236,11 @@ def sweep(
         raise ValueError(f"the study in {folder / STUDY_FILE} was made to "
                          f"{study.direction.name.lower()}; trainer.monitor_mode asks to {direction}")
     advance = tracker(progress, "sweep trials", settings.trials)
-    shown = [min(_finished(study), settings.trials)]
+    shown = [min(finished_trials(study), settings.trials)]
     advance(shown[0])
 
     def on_trial() -> None:
-        now = min(_finished(study), settings.trials)
+        now = min(finished_trials(study), settings.trials)
         advance(now - shown[0])
         shown[0] = now
 
@@ -391,10 +270,6 @@ def _run_workers(config: TrainConfig, params: list[SweepParam], output: Path,
     if failed:
         raise RuntimeError(f"sweep workers {', '.join(failed)} failed (see their log); rerun "
                            f"the same command to resume the study in {output}")
-
-
-def _finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def write_sweep_outputs(output: Path, study: optuna.Study, max_epochs: int) -> SweepResult:
