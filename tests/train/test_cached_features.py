@@ -15,15 +15,12 @@ from torch import nn
 from lookalike.models import load_embedder
 from lookalike.models.embedder import create_embedder
 from lookalike.models.spec import build_embedder
-from lookalike.train import cached_features, run
-from lookalike.train.cached_features import (
-    CachedFeatureDataModule,
-    CachedFeatureModule,
-    PooledFeatures,
-    cache_setting,
-)
+from lookalike.train import cached_features, frozen_features, run
+from lookalike.train.cache_policy import cache_setting
+from lookalike.train.cached_features import CachedFeatureDataModule, CachedFeatureModule
 from lookalike.train.config import check_config
 from lookalike.train.finetune import FinetuneSpec, apply_finetune
+from lookalike.train.frozen_features import PooledFeatures
 from lookalike.train.run import run_training
 from tiny_training import tiny_config, write_images
 
@@ -129,13 +126,13 @@ def test_a_backbone_random_in_training_mode_is_found_and_cached_only_when_asked(
     lite.preprocessing = replace(lite.preprocessing, input_size=64)
     apply_finetune(lite, FinetuneSpec(strategy="frozen"))
     state = torch.random.get_rng_state()
-    assert "random in training mode" in (cached_features.stochastic_backbone(lite) or "")
+    assert "random in training mode" in (frozen_features.stochastic_backbone(lite) or "")
     assert torch.equal(torch.random.get_rng_state(), state) and lite.training
     still = create_embedder("efficientnet_lite:lite0", weights=None, head="linear:8",
                             drop_connect_rate=0.0)
     still.preprocessing = replace(still.preprocessing, input_size=64)
     apply_finetune(still, FinetuneSpec(strategy="frozen"))
-    assert cached_features.stochastic_backbone(still) is None
+    assert frozen_features.stochastic_backbone(still) is None
 
     images = write_images(tmp_path / "img")
     lite_model = ("model.backbone=efficientnet_lite:lite0", "data.m=4")
@@ -151,4 +148,4 @@ def test_dropout_and_stochastic_depth_count_as_stochastic() -> None:
         drop_prob = 0.1
 
     backbone = nn.Sequential(nn.Dropout(0.0), nn.Dropout2d(0.2), DropPath(), nn.Identity())
-    assert cached_features._stochastic_layers(backbone) == ["1", "2"]
+    assert frozen_features.stochastic_layers(backbone) == ["1", "2"]

@@ -11,15 +11,8 @@ transform, full-size decoding, the run's precision), then trains on those descri
 The module still holds the whole embedder, so checkpoints and the exported model are the full
 embedder (backbone + trained head), exactly as without the cache.
 
-The cache is used (``trainer.cache_features``) when it gives the same training as the image path
-("auto"), always ("true": a setting that makes it differ is refused, naming it), or never
-("false"). It gives the same training when: the strategy is ``frozen`` and nothing of the
-backbone trains (``train_norm_layers`` off), ``data.augment`` is ``none`` and no second view,
-caption or unlabelled stream is drawn, the pooling has no trainable parameter (GeM's ``p``), the
-run is one process, and the frozen backbone gives the same features in training mode as in eval
-mode: no dropout, drop connect or stochastic depth (EfficientNet's default drop connect of 0.2
-makes "auto" train on images; ``model.backbone_kwargs.drop_connect_rate=0`` or "true", which then
-trains on the eval-mode features, caches).
+:mod:`lookalike.train.cache_policy` decides whether a run uses the cache
+(``trainer.cache_features``); :mod:`lookalike.train.frozen_features` holds the frozen part itself.
 """
 
 from __future__ import annotations
@@ -30,155 +23,22 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lookalike.data.dataset import collate_skipping_broken
 from lookalike.data.records import ImageSet
 from lookalike.embed.extract import embed_image_set
-from lookalike.models.embedder import Embedder
-from lookalike.models.preprocessing import Preprocessing
-from lookalike.train.config import CACHE_FEATURES, TrainConfig
+from lookalike.train.cache_policy import extraction_device, use_cached_features
+from lookalike.train.config import TrainConfig
 from lookalike.train.data import RetrievalDataModule
 from lookalike.train.dataset import collate_train
 from lookalike.train.distributed import gather_optional, gather_rows
-from lookalike.train.finetune import set_frozen_eval
+from lookalike.train.frozen_features import PooledFeatures
 from lookalike.train.module import RetrievalModule
 from lookalike.train.sampler import EpochSampler, TrainKey
 
 logger = logging.getLogger(__name__)
-
-def cache_setting(value: Any) -> str:
-    """``trainer.cache_features`` as one of :data:`~lookalike.train.config.CACHE_FEATURES`
-    (YAML booleans accepted).
-
-    Raises:
-        ValueError: Any other value, named.
-    """
-    text = str(value).strip().lower()
-    if text not in CACHE_FEATURES:
-        raise ValueError(
-            f"unknown trainer.cache_features {value!r}; valid: {', '.join(CACHE_FEATURES)}"
-        )
-    return text
-
-
-def cache_blockers(
-    config: TrainConfig, embedder: Embedder, datamodule: RetrievalDataModule
-) -> list[str]:
-    """Settings under which training on cached features could not train the same model as
-    training on images (empty: none). Call after the fine-tuning strategy was applied
-    (``requires_grad`` set). A backbone that is random in training mode is checked apart
-    (:func:`stochastic_backbone`): ``trainer.cache_features=true`` accepts it."""
-    blockers = []
-    if config.finetune.strategy != "frozen":
-        blockers.append(f"finetune.strategy is {config.finetune.strategy!r}, not 'frozen'")
-    if any(parameter.requires_grad for parameter in embedder.backbone.parameters()):
-        blockers.append("backbone parameters train (finetune.train_norm_layers?)")
-    if config.data.augment != "none":
-        blockers.append(f"data.augment is {config.data.augment!r}: pixels change every epoch")
-    if datamodule.two_views or datamodule.view_pairs:
-        blockers.append("batches carry second views of the images")
-    if datamodule.with_text:
-        blockers.append("batches carry captions")
-    if any(parameter.requires_grad for parameter in embedder.pooling.parameters()):
-        blockers.append("the pooling has trainable parameters (GeM's p)")
-    if not _single_process(config):
-        blockers.append("the run uses several processes")
-    return blockers
-
-
-def stochastic_backbone(embedder: Embedder) -> str | None:
-    """Why the frozen backbone + pooling gives other outputs in training mode (as the image path
-    runs it: ``train()`` then frozen BatchNorm in eval) than in eval mode, or ``None`` when it
-    gives the same. Dropout and stochastic-depth layers are named; anything else (EfficientNet's
-    functional drop connect) is found by running two random images both ways. Global random
-    state is left as it was."""
-    layers = _stochastic_layers(embedder.backbone)
-    if layers:
-        return f"the backbone drops activations in training mode ({layers[0]})"
-    stem = PooledFeatures(embedder)
-    size = embedder.preprocessing.input_size
-    parameter = next(embedder.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    was_training = embedder.training
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            embedder.train()
-            set_frozen_eval(embedder)
-            in_training = stem(probe)
-            embedder.eval()
-            in_eval = stem(probe)
-    finally:
-        embedder.train(was_training)
-    scale = torch.maximum(in_training.abs().max(), in_eval.abs().max())
-    if (in_training - in_eval).abs().max() <= 1e-4 * scale:  # relative: random weights are tiny
-        return None
-    return "the backbone is random in training mode (dropout, drop connect or stochastic depth)"
-
-
-def use_cached_features(
-    config: TrainConfig, embedder: Embedder, datamodule: RetrievalDataModule
-) -> bool:
-    """Whether ``trainer.cache_features`` asks for the cache and it may be used.
-
-    Raises:
-        ValueError: ``trainer.cache_features`` is "true" but a setting makes the cached
-            training differ from the image path (the first such setting is named).
-    """
-    setting = cache_setting(config.trainer.cache_features)
-    if setting == "false":
-        return False
-    blockers = cache_blockers(config, embedder, datamodule)
-    if setting == "true" and blockers:
-        raise ValueError(
-            f"trainer.cache_features=true but {blockers[0]}; training on cached features "
-            "needs a frozen backbone and no pixel augmentation (use trainer.cache_features=auto)"
-        )
-    if blockers:
-        logger.info("training on images, not cached features: %s", "; ".join(blockers))
-        return False
-    randomness = stochastic_backbone(embedder)
-    if randomness is None:
-        return True
-    if setting == "true":
-        # asked for: the cache holds the eval-mode features, without that randomness
-        logger.warning("trainer.cache_features=true: %s; the cached features leave it out",
-                       randomness)
-        return True
-    logger.info(
-        "training on images, not cached features: %s (set its rate to 0, e.g. "
-        "model.backbone_kwargs.drop_connect_rate=0, or trainer.cache_features=true to train on "
-        "its eval-mode features)", randomness,
-    )
-    return False
-
-
-class PooledFeatures(nn.Module):
-    """The frozen part of an embedder: images ``(B, 3, S, S)`` -> pooled descriptors ``(B, C)``.
-
-    Shares the backbone and pooling modules of ``embedder`` (no copy); has what
-    :func:`~lookalike.embed.extract.embed_image_set` needs of an embedder.
-    """
-
-    normalize = False
-
-    def __init__(self, embedder: Embedder) -> None:
-        super().__init__()
-        self.backbone = embedder.backbone
-        self.pooling = embedder.pooling
-        self.embedding_dim = int(embedder.backbone.feature_dim)
-        self.preprocessing: Preprocessing = embedder.preprocessing
-        self.config = {**embedder.config, "part": "backbone+pooling"}
-        self._fingerprint = f"{embedder.fingerprint()}:pooled"
-
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.pooling(self.backbone(images))
-
 
 @dataclass
 class CachedFeatures:
@@ -330,7 +190,7 @@ def with_cached_features(
     embedder = module.embedder
     if not use_cached_features(config, embedder, datamodule):
         return module, datamodule
-    device = _extraction_device(config)
+    device = extraction_device(config)
     stem = PooledFeatures(embedder)
     logger.info("frozen backbone: embedding the training images once on %s", device)
     cached_data = CachedFeatureDataModule(
@@ -358,46 +218,3 @@ def with_cached_features(
         classes=module.classes,
     )
     return cached_module, cached_data
-
-
-def _stochastic_layers(backbone: nn.Module) -> list[str]:
-    """Names of dropout and stochastic-depth layers that drop something in training mode."""
-    found = []
-    for name, layer in backbone.named_modules():
-        rate = getattr(layer, "p", None) if isinstance(layer, nn.modules.dropout._DropoutNd) else (
-            getattr(layer, "drop_prob", None)  # timm's DropPath / DropBlock
-        )
-        if isinstance(rate, float | int) and not isinstance(rate, bool) and rate > 0:
-            found.append(name)
-    return found
-
-
-def _single_process(config: TrainConfig) -> bool:
-    """The run trains in one process on one device."""
-    spec = config.trainer
-    if spec.num_nodes != 1 or spec.strategy not in ("auto", "single_device"):
-        return False
-    devices = spec.devices
-    if isinstance(devices, list | tuple):
-        return len(devices) == 1
-    if devices in ("auto", None, -1, "-1"):
-        on_cuda = spec.accelerator in ("gpu", "cuda") or (
-            spec.accelerator == "auto" and torch.cuda.is_available()
-        )
-        return not on_cuda or torch.cuda.device_count() <= 1
-    return str(devices).strip() == "1"
-
-
-def _extraction_device(config: TrainConfig) -> str:
-    """The device the trainer will use: the CPU, or the one CUDA device of the run."""
-    spec = config.trainer
-    on_cuda = spec.accelerator in ("gpu", "cuda") or (
-        spec.accelerator == "auto" and torch.cuda.is_available()
-    )
-    if not on_cuda:
-        return "cpu"
-    devices = spec.devices
-    if isinstance(devices, list | tuple) and devices:
-        return f"cuda:{int(devices[0])}"
-    return "cuda"
-
