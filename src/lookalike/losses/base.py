@@ -24,23 +24,38 @@ consistency losses (:mod:`lookalike.losses.consistency`) need them.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from pytorch_metric_learning.distances import BaseDistance, CosineSimilarity, LpDistance
 from torch import Tensor, nn
 
+from lookalike.models.classifier import Classifier
 from lookalike.registry import Registry
-
-if TYPE_CHECKING:
-    from lookalike.losses.classification import ClassLoss
 
 LOSSES: Registry[RetrievalLoss] = Registry("loss")
 DISTANCES: Registry[BaseDistance] = Registry("distance")
 
 L = TypeVar("L", bound="type[RetrievalLoss]")
+
+
+class AnsweringClassifier(Protocol):
+    """A loss part whose class weights answer queries with classes (every
+    :class:`~lookalike.losses.classification.ClassLoss`): what
+    :meth:`RetrievalLoss.answering_classifier` gives."""
+
+    name: ClassVar[str]
+    num_classes: int
+
+    def class_probabilities(self, embeddings: Tensor) -> Tensor:
+        """``(N, D)`` embeddings -> ``(N, C)`` class probabilities."""
+        ...
+
+    def export_classifier(self, classes: Sequence[str] | None) -> Classifier:
+        """A standalone classifier with these class weights, for checkpoints and export."""
+        ...
 
 
 @DISTANCES.register("cosine")
@@ -118,7 +133,7 @@ class RetrievalLoss(nn.Module):
     needs_labels_or_views: bool = False
     needs_view_pairs: bool = False
 
-    def answering_classifier(self) -> ClassLoss | None:
+    def answering_classifier(self) -> AnsweringClassifier | None:
         """The part whose class weights give class probabilities, ``None`` for a loss without."""
         return None
 
