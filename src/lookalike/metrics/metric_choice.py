@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -123,6 +123,20 @@ class MetricChoice:
             for name, values in self.scores.items()
         ]
         return header, rows
+
+
+class ChoiceOptions(TypedDict, total=False):
+    """The settings of a choice beyond the data, as :func:`choose_metric` takes and documents
+    them (for callers that pass them on)."""
+
+    monitor: str
+    candidates: Sequence[str]
+    recall_ks: Sequence[int]
+    map_at_k: int
+    weights: Mapping[int, float] | None
+    split: str
+    device: str
+    note: str
 
 
 def choose_metric(

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lookalike.embed.store import EmbeddingSet
 from lookalike.index.base import INDEXES
@@ -20,7 +20,7 @@ from lookalike.index.io import read_index_metadata
 from lookalike.index.metrics import get_metric
 from lookalike.metrics.metric_choice import (
     CANDIDATE_METRICS,
-    DEFAULT_MONITOR,
+    ChoiceOptions,
     MetricChoice,
     choose_metric,
 )
@@ -28,6 +28,9 @@ from lookalike.pipeline.evaluate_config import EvaluateConfig
 from lookalike.pipeline.evaluate_inputs import EvaluationInputs, chooses_metric
 from lookalike.search.topk import self_exclusion
 from lookalike.utils.vectors import check_vectors
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +49,9 @@ def choose_metric_on(
     *,
     exclude_self: bool | None = None,
     fingerprint: str | None = None,
-    monitor: str = DEFAULT_MONITOR,
-    candidates: Sequence[str] = CANDIDATE_METRICS,
-    recall_ks: Sequence[int] = (1, 5, 10),
-    map_at_k: int = 5,
-    weights: Mapping[int, float] | None = None,
-    split: str = "val",
-    device: str = "cpu",
-    note: str = "",
+    **options: Unpack[ChoiceOptions],
 ) -> MetricChoice:
-    """The best of ``candidates`` on labelled validation embeddings.
+    """The best candidate metric on labelled validation embeddings.
 
     Args:
         query: Validation query embeddings (or their folder); with no ``gallery`` the set is
@@ -65,14 +61,9 @@ def choose_metric_on(
             a gallery id.
         fingerprint: The model the choice is for (the gallery's); validation embeddings of
             another model are refused.
-        monitor: The retrieval metric compared (higher is better), "map@r" by default.
-        candidates: Metrics tried, in tie-breaking order.
-        recall_ks: K values of Recall@K reported.
-        map_at_k: K of MAP@K.
-        weights: Weighted top-k weights.
-        split: What the data is, for the record.
-        device: Torch device of the exact rankings.
-        note: Kept with the choice.
+        **options: ``monitor``, ``candidates``, ``recall_ks``, ``map_at_k``, ``weights``,
+            ``split``, ``device``, ``note``, as
+            :func:`lookalike.metrics.metric_choice.choose_metric` takes them.
 
     Raises:
         ValueError: Validation embeddings of another model, NaN/infinite/zero rows, or no
@@ -81,6 +72,7 @@ def choose_metric_on(
     names = [_name(query, "validation queries"), _name(gallery, "validation gallery")]
     query = load_embeddings(query)
     gallery = query if gallery is None else load_embeddings(gallery)
+    candidates = options.get("candidates", CANDIDATE_METRICS)
     for side, name in zip((query, gallery), names):
         check_vectors(side.embeddings, name, any(get_metric(c).normalize for c in candidates))
         if fingerprint and side.fingerprint and side.fingerprint != fingerprint:
@@ -96,14 +88,7 @@ def choose_metric_on(
         query.labels,
         gallery.labels,
         exclude_rows=self_exclusion(query.ids, gallery.ids) if exclude_self else None,
-        monitor=monitor,
-        candidates=candidates,
-        recall_ks=recall_ks,
-        map_at_k=map_at_k,
-        weights=weights,
-        split=split,
-        device=device,
-        note=note,
+        **options,
     )
 
 
@@ -136,7 +121,7 @@ def resolve_metric(
     if not chooses_metric(config):
         return config, None
     supported = getattr(INDEXES.get(config.index.kind), "supported_metrics", CANDIDATE_METRICS)
-    options = {
+    options: ChoiceOptions = {
         "candidates": [name for name in CANDIDATE_METRICS if name in supported],
         "monitor": config.metric_monitor,
         "recall_ks": tuple(config.recall_ks),
