@@ -1,4 +1,4 @@
-"""Compaction: the catalogue's live rows written as a new index folder, then the journal reset.
+"""Compaction's folder: a catalogue's live rows written as a new index folder, and generations.
 
 The journal grows with every change and a deleted row stays in the index as a tombstone until
 the index is rebuilt. Compaction writes the live rows (deleted ones dropped, additions in) as a
@@ -9,33 +9,28 @@ new index folder, swapped in whole with :func:`lookalike.utils.folders.atomic_fo
 - ``previous``: the generation it replaced, which the old journal's header names;
 - ``journal_seq``: the last journal transaction the folder holds.
 
-Then the journal is rewritten with only the transactions after ``journal_seq``. A kill at any
-instant therefore leaves the old folder with the full journal, the new folder with the old
-journal (whose transactions up to ``journal_seq`` are skipped on replay), or the new folder with
-the new journal (see :mod:`lookalike.serve.store`): never a lost or a doubled change.
-
-The store's lock is held only to copy the live rows and to swap the new state in; searches and
-changes go on while the folder is written, and changes made meanwhile are replayed onto the new
-state from the journal's transactions in memory.
+An index folder never compacted has as generation a hash of its rows' records
+(:func:`content_generation`). :meth:`lookalike.serve.store.CatalogueStore.compact` copies the
+live rows under its lock, writes them here without it, then swaps the new state in and rewrites
+the journal with only the transactions after ``journal_seq``; why a kill at any instant loses
+or doubles no change is told there.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
+import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from lookalike.index.base import Index
 from lookalike.index.io import IndexMetadata, save_index
-from lookalike.serve.catalogue import Catalogue
-from lookalike.serve.journal import JournalHeader
-
-if TYPE_CHECKING:
-    from lookalike.serve.store import CatalogueStore
-
-logger = logging.getLogger(__name__)
+from lookalike.serve.catalogue import LiveRows
 
 SERVE_KEY = "serve"
+"""Where an index folder keeps its generation: ``index.json`` ``extra.serve``."""
 
 
 @dataclass(frozen=True)
@@ -49,54 +44,64 @@ class CompactionReport:
     kept_transactions: int
 
 
-def compact(store: CatalogueStore) -> CompactionReport:
-    """Write ``store``'s live rows as a new index folder, then reset its journal.
+@dataclass(frozen=True)
+class CompactedFolder:
+    """A new index folder written by :func:`write_compacted`: its index (the live rows, in
+    memory), row records, metadata and generation."""
 
-    Only one compaction runs at a time; a second call waits for the first, then runs.
+    index: Index
+    ids: list[str]
+    paths: list[str]
+    labels: list[str | None]
+    metadata: IndexMetadata
+    generation: str
+
+
+def write_compacted(
+    empty: Index,
+    live: LiveRows,
+    index_dir: Path,
+    metadata: IndexMetadata,
+    previous: str,
+    journal_seq: int,
+    fingerprint: str | None,
+    resolve_image: Callable[[str], Path],
+) -> CompactedFolder:
+    """Fill ``empty`` (an empty copy of the served index) with ``live`` and write it over
+    ``index_dir`` as a new generation, swapped in whole (manifest last).
+
+    Args:
+        empty: An empty index of the served kind, keeping its training (``Index.empty_copy``).
+        live: The live rows, copied out under the store's lock.
+        index_dir: The served index folder.
+        metadata: The served folder's metadata (kind, metric, fingerprint, extras kept).
+        previous: The generation being replaced.
+        journal_seq: The last journal transaction ``live`` holds.
+        fingerprint: The model of the served catalogue (written with the new folder).
+        resolve_image: Makes a row's image path absolute.
     """
-    with store.compaction_lock:
-        with store.lock:
-            seq = store.next_seq - 1
-            live = store.catalogue.live_rows()
-            template = store.catalogue.index
-            dropped = store.catalogue.dead_count
-            previous = store.generation
-            new_index = template.empty_copy()
-        if len(live.ids):
-            new_index.add(live.vectors, labels=live.labels)
-        generation = uuid.uuid4().hex
-        extra = {
-            **store.metadata.extra,
-            SERVE_KEY: {"generation": generation, "previous": previous, "journal_seq": seq},
-        }
-        paths = [str(store.resolve_image(path)) if path else "" for path in live.paths]
-        # save_index builds the folder beside the old one and swaps it in whole, manifest last.
-        save_index(
-            new_index, store.index_dir, live.ids, paths, live.labels, store.fingerprint, extra
-        )
-        with store.lock:
-            catalogue = Catalogue(new_index, live.ids, paths, live.labels)
-            kept = [t for t in store.transactions if t.seq > seq]
-            for transaction in kept:
-                store.apply(catalogue, transaction)
-            store.catalogue = catalogue
-            store.metadata = IndexMetadata(
-                kind=store.metadata.kind, params=store.metadata.params,
-                metric=store.metadata.metric, dim=store.metadata.dim, ntotal=len(live.ids),
-                ids=live.ids, paths=paths, labels=live.labels,
-                fingerprint=store.fingerprint, extra=extra,
-            )  # fmt: skip
-            store.generation = generation
-            store.base_seq = seq
-            store.transactions = kept
-            header = JournalHeader(generation, store.dim, store.fingerprint)
-            store.journal.rewrite(header, kept)
-            store.remove_unreferenced_images()
-    logger.info(
-        "compacted %s: %d rows, %d deleted rows dropped, journal reset after sequence %d",
-        store.index_dir,
-        len(live.ids),
-        dropped,
-        seq,
-    )
-    return CompactionReport(len(live.ids), dropped, seq, generation, len(kept))
+    if len(live.ids):
+        empty.add(live.vectors, labels=live.labels)
+    generation = uuid.uuid4().hex
+    extra = {
+        **metadata.extra,
+        SERVE_KEY: {"generation": generation, "previous": previous, "journal_seq": journal_seq},
+    }
+    paths = [str(resolve_image(path)) if path else "" for path in live.paths]
+    save_index(empty, index_dir, live.ids, paths, live.labels, fingerprint, extra)
+    written = IndexMetadata(
+        kind=metadata.kind, params=metadata.params, metric=metadata.metric, dim=metadata.dim,
+        ntotal=len(live.ids), ids=live.ids, paths=paths, labels=live.labels,
+        fingerprint=fingerprint, extra=extra,
+    )  # fmt: skip
+    return CompactedFolder(empty, live.ids, paths, live.labels, written, generation)
+
+
+def content_generation(metadata: IndexMetadata) -> str:
+    """The generation of an index folder never compacted: a hash of its rows' records."""
+    digest = hashlib.sha256()
+    header = [metadata.kind, metadata.metric, metadata.dim, metadata.ntotal, metadata.fingerprint]
+    digest.update(json.dumps(header).encode("utf-8"))
+    for column in (metadata.ids, metadata.paths, metadata.labels):
+        digest.update(json.dumps(column).encode("utf-8"))
+    return f"content-{digest.hexdigest()[:16]}"

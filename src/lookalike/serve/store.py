@@ -32,8 +32,6 @@ the new state in, so searches go on while the new folder is written.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -45,10 +43,15 @@ from typing import Any
 import numpy as np
 
 from lookalike.index.base import Index
-from lookalike.index.io import IndexMetadata, load_index
+from lookalike.index.io import load_index
 from lookalike.index.result import SearchResult
 from lookalike.serve.catalogue import Catalogue, Neighbour
-from lookalike.serve.compaction import SERVE_KEY, CompactionReport, compact
+from lookalike.serve.compaction import (
+    SERVE_KEY,
+    CompactionReport,
+    content_generation,
+    write_compacted,
+)
 from lookalike.serve.durable import hold_lock, write_durably
 from lookalike.serve.journal import (
     JOURNAL_FILE,
@@ -305,9 +308,37 @@ class CatalogueStore:
         return self.compaction_lock.locked()
 
     def compact(self) -> CompactionReport:
-        """Write the live rows as a new index folder, then reset the journal (see
-        :mod:`lookalike.serve.compaction`). One compaction runs at a time; a second call waits."""
-        return compact(self)
+        """Write the live rows as a new index folder, then reset the journal.
+
+        The lock is held only to copy the live rows and to swap the new state in: searches and
+        changes go on while the folder is written (:func:`~lookalike.serve.compaction.
+        write_compacted`), and changes made meanwhile are replayed onto the new state from the
+        journal's transactions in memory. One compaction runs at a time; a second call waits.
+        """
+        with self.compaction_lock:
+            with self.lock:
+                seq = self.next_seq - 1
+                live = self.catalogue.live_rows()
+                dropped = self.catalogue.dead_count
+                empty = self.catalogue.index.empty_copy()
+                previous = self.generation
+            folder = write_compacted(empty, live, self.index_dir, self.metadata, previous, seq,
+                                     self.fingerprint, self.resolve_image)  # fmt: skip
+            with self.lock:
+                catalogue = Catalogue(folder.index, folder.ids, folder.paths, folder.labels)
+                kept = [t for t in self.transactions if t.seq > seq]
+                for transaction in kept:
+                    self.apply(catalogue, transaction)
+                self.catalogue, self.metadata = catalogue, folder.metadata
+                self.generation, self.base_seq, self.transactions = folder.generation, seq, kept
+                header = JournalHeader(folder.generation, self.dim, self.fingerprint)
+                self.journal.rewrite(header, kept)
+                self.remove_unreferenced_images()
+        logger.info(
+            "compacted %s: %d rows, %d deleted rows dropped, journal reset after sequence %d",
+            self.index_dir, len(live.ids), dropped, seq,
+        )  # fmt: skip
+        return CompactionReport(len(live.ids), dropped, seq, folder.generation, len(kept))
 
     def close(self) -> None:
         """Close the journal and let another server open the state folder."""
@@ -372,13 +403,3 @@ class CatalogueStore:
         for path in self.images_dir.iterdir():
             if os.path.normpath(path) not in live:
                 path.unlink(missing_ok=True)
-
-
-def content_generation(metadata: IndexMetadata) -> str:
-    """The generation of an index folder never compacted: a hash of its rows' records."""
-    digest = hashlib.sha256()
-    header = [metadata.kind, metadata.metric, metadata.dim, metadata.ntotal, metadata.fingerprint]
-    digest.update(json.dumps(header).encode("utf-8"))
-    for column in (metadata.ids, metadata.paths, metadata.labels):
-        digest.update(json.dumps(column).encode("utf-8"))
-    return f"content-{digest.hexdigest()[:16]}"
