@@ -8,7 +8,8 @@ built).
 from lookalike.index.base import INDEXES, Index, create_index
 from lookalike.index.devices import check_index_device, resolve_index_device
 from lookalike.index.exact import ExactTorchIndex, exact_search
-from lookalike.index.faiss_index import FaissIndex, FlatIndex, HNSWIndex, IVFFlatIndex, IVFPQIndex
+from lookalike.index.faiss_ann import HNSWIndex, IVFFlatIndex, IVFPQIndex
+from lookalike.index.faiss_index import FaissIndex, FlatIndex
 from lookalike.index.io import IndexMetadata, load_index, save_index, set_index_threshold
 from lookalike.index.metrics import METRICS, Metric, get_metric
 from lookalike.index.milvus_index import MilvusIndex
