@@ -13,7 +13,8 @@ from transformers import CLIPVisionConfig, Dinov2Config, ViTConfig
 from lookalike.losses import create_loss
 from lookalike.models import create_embedder, load_embedder, save_embedder
 from lookalike.models.embedder import Embedder
-from lookalike.models.lora import SplitProjectionAttention, merge_lora
+from lookalike.models.lora import merge_lora
+from lookalike.models.split_attention import SplitProjectionAttention
 from lookalike.train.finetune import FinetuneSpec, apply_finetune
 
 HF_TINY = {
