@@ -53,6 +53,11 @@ def test_memory_mapped_index_answers_as_the_one_built_in_memory(tmp_path: Path, 
     with pytest.raises(ValueError, match="memory-mapped"):
         save_index(loaded, tmp_path / "again", ids)
     assert not (tmp_path / "again").exists()
+    # its rows read back (a served catalogue searching by item), but it cannot be copied to
+    # change: one line, not FAISS's "clone not supported for OnDiskInvertedLists"
+    np.testing.assert_array_equal(loaded.reconstruct([0, 2999]), built.reconstruct([0, 2999]))
+    with pytest.raises(ValueError, match="memory-mapped .*read-only; build the index without"):
+        loaded.empty_copy()
 
 
 def test_mmap_must_be_a_boolean() -> None:

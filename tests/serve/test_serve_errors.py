@@ -420,3 +420,23 @@ def test_a_bad_device_fails_before_the_state_folder_is_taken(tiny_clip, clip_ind
         with pytest.raises(ValueError, match="no usable CUDA device"):
             create_app(clip_index, model=tiny_clip, settings=ServeSettings(device="cuda"))
     create_app(clip_index, model=None).state.serve.stop()  # the folder is still free
+
+
+def test_changes_to_a_memory_mapped_index_are_a_409_not_a_poisoned_journal(
+    tmp_path: Path,
+) -> None:
+    vectors = np.random.default_rng(0).normal(size=(40, 16)).astype(np.float32)
+    ids = [f"v{i}" for i in range(40)]
+    gallery = EmbeddingSet(vectors, ids, [""] * 40, [None] * 40)
+    _, folder = build_index(gallery, tmp_path / "index", kind="ivf_flat", nlist=2, mmap=True)
+    settings = ServeSettings(token="", device="cpu")
+    with TestClient(create_app(folder, model=None, settings=settings)) as client:
+        assert client.get("/api/info").json()["read_only"] is True
+        added = client.post("/api/items/vectors",
+                            json={"items": [{"id": "new", "vector": vectors[0].tolist()}]})  # fmt: skip
+        assert_error(added, 409, "read-only; rebuild it without mmap")
+        assert_error(client.delete("/api/items/v3"), 409, "read-only")
+        assert_error(client.post("/api/admin/compact"), 409, "read-only")
+        assert client.get("/api/items", params={"limit": 100}).json()["total"] == 40
+    with TestClient(create_app(folder, model=None, settings=settings)) as client:  # restarts
+        assert client.get("/api/info").json()["items"] == 40

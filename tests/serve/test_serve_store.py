@@ -12,7 +12,7 @@ import pytest
 from lookalike import EmbeddingSet, build_index, load_index
 from lookalike.serve import compaction as compaction_module
 from lookalike.serve.journal import JOURNAL_FILE, Journal, JournalError, read_journal
-from lookalike.serve.store import CatalogueStore, NewItem
+from lookalike.serve.store import CatalogueStore, NewItem, ReadOnlyCatalogue
 from lookalike.utils.folders import verify_folder
 
 DIM = 8
@@ -288,3 +288,23 @@ def test_a_relative_state_folder_keeps_its_images(
     check_store(again, [1], set())
     again.close()
     assert index.is_dir()
+
+
+def test_a_memory_mapped_index_refuses_changes_before_journaling_them(tmp_path: Path) -> None:
+    """A change the index cannot take must not reach the journal: replaying it would fail
+    every restart. Searches by item still work (rows are read back from the mapped lists)."""
+    index = make_index(tmp_path / "index", "ivf_flat", nlist=2, mmap=True)
+    store = open_store(index)
+    assert store.info()["read_only"] is True
+    for change in (lambda: store.add([new_item(1)]), lambda: store.delete(["base-03"]),
+                   store.compact):  # fmt: skip
+        with pytest.raises(ReadOnlyCatalogue, match="memory-mapped .*read-only; rebuild it"):
+            change()
+    assert read_journal(store.journal.path).transactions == []
+    assert not any(store.images_dir.iterdir())  # no image written either
+    _, neighbours = store.search(store.vectors_of(["base-05"]), 1)
+    assert neighbours[0][0].id == "base-05"
+    store.close()
+    again = open_store(index)  # and it starts again
+    assert again.size() == ROWS
+    again.close()

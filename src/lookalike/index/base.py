@@ -75,6 +75,11 @@ class Index(ABC):
         return True
 
     @property
+    def read_only(self) -> bool:
+        """Whether rows can no longer be added (an index loaded memory-mapped)."""
+        return False
+
+    @property
     def params(self) -> dict[str, Any]:
         """The constructor parameters beyond ``dim``, ``metric`` and ``device`` (saved with it)."""
         return {}

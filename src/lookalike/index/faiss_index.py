@@ -86,6 +86,10 @@ class FaissIndex(Index):
         return bool(self._index.is_trained)
 
     @property
+    def read_only(self) -> bool:
+        return self._memory_mapped
+
+    @property
     def faiss_index(self) -> Any:
         """The underlying FAISS index (on the index's device)."""
         return self._index
@@ -148,6 +152,11 @@ class FaissIndex(Index):
     def empty_copy(self) -> FaissIndex:
         """An empty index of this kind; an IVF index keeps its coarse centroids and codebooks
         (a trained FAISS index, cloned and emptied)."""
+        if self._memory_mapped:  # FAISS cannot clone on-disk inverted lists
+            raise ValueError(
+                f"this {self.kind} index was loaded memory-mapped (mmap=true) and is read-only; "
+                "build the index without mmap to change or compact it"
+            )
         copy = super().empty_copy()
         assert isinstance(copy, FaissIndex)
         if not copy.is_trained:

@@ -69,6 +69,10 @@ IMAGES_DIR = "images"
 LOCK_FILE = "server.lock"
 
 
+class ReadOnlyCatalogue(ValueError):
+    """The served index cannot take changes (it was loaded memory-mapped)."""
+
+
 @dataclass(frozen=True)
 class NewItem:
     """An item to add: its id, label, embedding and image file content.
@@ -249,7 +253,9 @@ class CatalogueStore:
             KeyError: An id is already in the catalogue, or repeats within ``items`` (nothing
                 is written then).
             ValueError: A vector has the wrong shape or is not finite.
+            ReadOnlyCatalogue: The index cannot take changes.
         """
+        self._check_writable()
         ids = [item.id for item in items]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         if repeated:
@@ -285,7 +291,9 @@ class CatalogueStore:
 
         Raises:
             KeyError: An id is not in the catalogue (nothing is written then).
+            ReadOnlyCatalogue: The index cannot take changes.
         """
+        self._check_writable()
         ids = list(dict.fromkeys(item_ids))
         with self.lock:
             missing = [item_id for item_id in ids if item_id not in self.catalogue]
@@ -298,6 +306,15 @@ class CatalogueStore:
             self.transactions.append(transaction)
             self.apply(self.catalogue, transaction)
         return seq
+
+    def _check_writable(self) -> None:
+        """Refuse a change before anything is journaled when the index cannot take it (a
+        journaled change that cannot be applied would fail every restart)."""
+        if self.catalogue.index.read_only:
+            raise ReadOnlyCatalogue(
+                f"the index at {self.index_dir} was loaded memory-mapped (mmap=true) and is "
+                "read-only; rebuild it without mmap to add or delete items"
+            )
 
     def needs_compaction(self) -> bool:
         """Whether the journal has grown past ``compact_every`` transactions."""
@@ -315,6 +332,7 @@ class CatalogueStore:
         write_compacted`), and changes made meanwhile are replayed onto the new state from the
         journal's transactions in memory. One compaction runs at a time; a second call waits.
         """
+        self._check_writable()
         with self.compaction_lock:
             with self.lock:
                 seq = self.next_seq - 1
@@ -356,6 +374,7 @@ class CatalogueStore:
                 "dim": self.dim,
                 "metric": self.metric,
                 "index_kind": self.metadata.kind,
+                "read_only": self.catalogue.index.read_only,
                 "threshold": self.threshold,
                 "fingerprint": self.fingerprint,
                 "journal_transactions": len(self.transactions),

@@ -24,7 +24,7 @@ from lookalike.serve.routes.common import (
 )
 from lookalike.serve.schemas import Changed, Compacted, Item, ItemPage, VectorItems
 from lookalike.serve.state import ServerState
-from lookalike.serve.store import NewItem
+from lookalike.serve.store import NewItem, ReadOnlyCatalogue
 from lookalike.serve.thumbnails import ThumbnailError, thumbnail
 from lookalike.serve.uploads import file_suffix
 
@@ -96,6 +96,8 @@ async def _commit(state: ServerState, items: list[NewItem]) -> Changed:
         seq = await run_in_threadpool(state.store.add, items)
     except KeyError as error:
         raise ApiError(409, error.args[0]) from None
+    except ReadOnlyCatalogue as error:
+        raise ApiError(409, str(error)) from None
     if state.store.needs_compaction():
         state.compact_in_background()
     return Changed(ids=[item.id for item in items], items=state.store.size(), seq=seq)
@@ -111,6 +113,8 @@ async def delete_item(request: Request, item_id: str) -> Changed:
         seq = await run_in_threadpool(state.store.delete, [item_id])
     except KeyError:
         raise ApiError(404, f"no item {item_id!r} in the catalogue") from None
+    except ReadOnlyCatalogue as error:
+        raise ApiError(409, str(error)) from None
     if state.store.needs_compaction():
         state.compact_in_background()
     return Changed(ids=[item_id], items=state.store.size(), seq=seq)
@@ -176,5 +180,8 @@ async def get_image(
 async def compact(request: Request) -> Compacted:
     """Write the catalogue as a new index folder (deleted rows dropped) and reset the journal."""
     state = server(request)
-    report = await run_in_threadpool(state.store.compact)
+    try:
+        report = await run_in_threadpool(state.store.compact)
+    except ReadOnlyCatalogue as error:
+        raise ApiError(409, str(error)) from None
     return Compacted(**report.__dict__)
