@@ -15,6 +15,7 @@ from torch import nn
 from lookalike.models import load_embedder
 from lookalike.models.embedder import create_embedder
 from lookalike.models.spec import build_embedder
+from lookalike.runs import FEATURE_CACHE_DIR
 from lookalike.train import cached_features, frozen_features, run
 from lookalike.train.cache_policy import cache_setting
 from lookalike.train.cached_features import CachedFeatureDataModule, CachedFeatureModule
@@ -22,6 +23,7 @@ from lookalike.train.config import check_config
 from lookalike.train.finetune import FinetuneSpec, apply_finetune
 from lookalike.train.frozen_features import PooledFeatures
 from lookalike.train.run import run_training
+from lookalike.utils.folders import verify_folder
 from tiny_training import tiny_config, write_images
 
 FROZEN_PLAIN = ("finetune.strategy=frozen", "data.augment=none", "trainer.max_epochs=2")
@@ -40,9 +42,9 @@ def test_cached_features_train_the_same_head_as_images(
     embedded: list[int] = []
     embed = cached_features.embed_features
 
-    def counting(stem: PooledFeatures, image_set, config, device):  # type: ignore[no-untyped-def]
+    def counting(stem: PooledFeatures, image_set, config, device, folder):  # type: ignore[no-untyped-def]
         embedded.append(len(image_set))
-        return embed(stem, image_set, config, device)
+        return embed(stem, image_set, config, device, folder)
 
     monkeypatch.setattr(cached_features, "embed_features", counting)
     on_images = run_training(
@@ -149,3 +151,46 @@ def test_dropout_and_stochastic_depth_count_as_stochastic() -> None:
 
     backbone = nn.Sequential(nn.Dropout(0.0), nn.Dropout2d(0.2), DropPath(), nn.Identity())
     assert frozen_features.stochastic_layers(backbone) == ["1", "2"]
+
+
+def test_a_killed_cached_run_resumes_without_embedding_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = write_images(tmp_path / "img")
+    config = tiny_config(images, tmp_path / "run", *FROZEN_PLAIN, "trainer.cache_features=true")
+    cache = tmp_path / "run" / FEATURE_CACHE_DIR
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise Killed  # the process dies once the features are cached, before training
+
+    with monkeypatch.context() as patch:
+        patch.setattr(L.Trainer, "fit", killed)
+        with pytest.raises(Killed):
+            run_training(config)
+    for split in ("train", "val"):
+        verify_folder(cache / split, "embeddings")  # whole, verified embedding folders
+
+    forwards: list[int] = []  # images the frozen backbone embeds (not its training-mode probe)
+    embedding: list[bool] = []
+    forward, embed = PooledFeatures.forward, cached_features.embed_image_set
+
+    def counting(self, images):  # type: ignore[no-untyped-def]
+        if embedding:
+            forwards.append(len(images))
+        return forward(self, images)
+
+    def tracking(*args, **kwargs):  # type: ignore[no-untyped-def]
+        embedding.append(True)
+        try:
+            return embed(*args, **kwargs)
+        finally:
+            embedding.pop()
+
+    monkeypatch.setattr(PooledFeatures, "forward", counting)
+    monkeypatch.setattr(cached_features, "embed_image_set", tracking)
+    outcome = run_training(config)
+    assert forwards == []  # every feature came from the cache the killed run left
+    assert outcome.epochs == 2 and not cache.exists()  # removed once training ended

@@ -19,6 +19,10 @@ An ``evaluate`` or ``train`` job leaves::
     epochs/        epoch_N/{metrics.json, results_epoch_N.json, manifest.json} of every validated
                    epoch (trainer.keep_every_epoch; lookalike.train.epoch_artefacts)
     model/         the best checkpoint exported for embed/evaluate (training only)
+    feature_cache/ train/ and val/: the frozen backbone's features of a run that trains on
+                   cached features (``trainer.cache_features``), embedding folders kept while it
+                   trains so that a killed run resumes without embedding again; removed when
+                   training ends
     embeddings/    query/gallery embedding folders made by the run
     test/          (training) the best model evaluated on the test split: a run folder itself
     report.html    the report built from the files above
@@ -64,6 +68,7 @@ CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
 EPOCHS_DIR = "epochs"
 MODEL_DIR = "model"
+FEATURE_CACHE_DIR = "feature_cache"
 EMBEDDINGS_DIR = "embeddings"
 TEST_DIR = "test"
 RUN_KINDS = ("evaluate", "train")

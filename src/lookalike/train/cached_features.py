@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from lookalike.data.dataset import collate_skipping_broken
 from lookalike.data.records import ImageSet
 from lookalike.embed.extract import embed_image_set
+from lookalike.runs import FEATURE_CACHE_DIR
 from lookalike.train.cache_policy import extraction_device, use_cached_features
 from lookalike.train.config import TrainConfig
 from lookalike.train.data import RetrievalDataModule
@@ -56,13 +58,23 @@ class CachedFeatures:
 
 
 def embed_features(
-    stem: PooledFeatures, images: ImageSet, config: TrainConfig, device: str
+    stem: PooledFeatures,
+    images: ImageSet,
+    config: TrainConfig,
+    device: str,
+    folder: Path | None = None,
 ) -> CachedFeatures:
-    """``images`` through ``stem`` once, as the image path's eval transform sees them."""
+    """``images`` through ``stem`` once, as the image path's eval transform sees them.
+
+    With ``folder`` the features are an embedding folder there, written in shards as they are
+    computed: a killed run started again reuses the finished shards (or the whole folder) of
+    the same frozen backbone instead of embedding again.
+    """
     data = config.data
     result = embed_image_set(
         stem,
         images,
+        output_dir=folder,
         batch_size=data.val_batch_size or data.batch_size,
         num_workers="auto",
         device=device,
@@ -201,11 +213,14 @@ def with_cached_features(
         datamodule.seed,
         with_labels=datamodule.codes is not None,
     )
-    cached_data.train_features = embed_features(stem, datamodule.train_set, config, device)
+    cache = Path(config.output) / FEATURE_CACHE_DIR
+    cached_data.train_features = embed_features(
+        stem, datamodule.train_set, config, device, cache / "train"
+    )
     cached_data.val_features = (
         None
         if datamodule.val_set is None
-        else embed_features(stem, datamodule.val_set.images, config, device)
+        else embed_features(stem, datamodule.val_set.images, config, device, cache / "val")
     )
     cached_module = CachedFeatureModule(
         embedder,

@@ -16,6 +16,7 @@ The run folder holds ``config.yaml`` (the resolved config), ``checkpoints/best.c
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,7 +34,14 @@ from lookalike.losses.base import RetrievalLoss
 from lookalike.models.embedder import Embedder
 from lookalike.models.spec import build_embedder
 from lookalike.models.training_checkpoint import read_checkpoint
-from lookalike.runs import CHECKPOINT_DIR, CONFIG_FILE, MODEL_DIR, RunRecord, RunSettings
+from lookalike.runs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    FEATURE_CACHE_DIR,
+    MODEL_DIR,
+    RunRecord,
+    RunSettings,
+)
 from lookalike.train.cached_features import with_cached_features
 from lookalike.train.callbacks import (
     AtomicCheckpointIO,
@@ -115,6 +123,8 @@ def run_training(
         logger.info("resuming from %s", resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     free_cached_gpu_memory()  # training's cache is not needed by the export or the test
+    if trainer.is_global_zero:  # the feature cache only served a resume of this training
+        shutil.rmtree(output / FEATURE_CACHE_DIR, ignore_errors=True)
     outcome = _outcome(output, callbacks)
     outcome.is_global_zero = trainer.is_global_zero
     if trainer.is_global_zero:
