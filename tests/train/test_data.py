@@ -57,3 +57,48 @@ def test_datamodule_batches_carry_class_codes(tmp_path: Path) -> None:
         assert [module.classes[c] for c in batch["labels"].tolist()] == names
         assert sorted(Counter(names).values()) == [2, 2]
     assert module.val_dataloader() == []
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize(
+    ("device", "processes", "cores", "expected"),
+    [
+        ("cpu", 1, 16, 2),  # one worker per 8 cores: the model keeps the rest
+        ("cpu", 2, 16, 1),  # two DDP processes share the cores
+        ("cpu", 1, 4, 0),  # too few cores to spare one: load in the main process
+        ("cuda", 1, 16, 15),  # the GPU computes: every core but one feeds it
+        ("cuda", 4, 16, 3),  # four GPUs' processes: 4 cores each, one kept
+    ],
+)
+def test_auto_workers_share_the_cores_among_the_processes_on_their_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str, processes: int, cores: int,
+    expected: int,
+) -> None:
+    import torch
+
+    from lookalike.train import data as data_module
+
+    images = load_source(f"folder:{write_images(tmp_path / 'img', classes=4, per_class=4)}")
+    module = RetrievalDataModule(images, None, DataSpec(batch_size=4, m=2), PRE, seed=0,
+                                 with_labels=True)  # fmt: skip
+    assert module.spec.num_workers == "auto"  # the default
+    monkeypatch.setattr(data_module, "available_cores", lambda: cores)
+    trainer = type("Trainer", (), {"num_devices": processes,
+                                   "strategy": type("S", (), {"root_device": torch.device(device)})(),
+                                   "current_epoch": 0, "global_rank": 0, "world_size": processes})()  # fmt: skip
+    module.trainer = trainer
+    assert module._workers() == expected
+    if processes == 1:  # (4 classes cannot fill the global batch of several processes)
+        assert module.train_dataloader().num_workers == expected
+    explicit = RetrievalDataModule(images, None, DataSpec(batch_size=4, m=2, num_workers=3), PRE,
+                                   seed=0, with_labels=True)  # fmt: skip
+    assert explicit._workers() == 3
+
+
+def test_a_bad_worker_count_is_refused_by_name() -> None:
+    from lookalike.config import resolve_config
+    from lookalike.train.config import TrainConfig, check_config
+
+    config = resolve_config(TrainConfig, overrides=["data.source=x", "data.num_workers=many"])
+    with pytest.raises(ValueError, match="data.num_workers"):
+        check_config(config)

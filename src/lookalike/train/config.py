@@ -20,6 +20,7 @@ from lookalike.train.finetune import FinetuneSpec
 from lookalike.train.loggers import LOGGERS
 from lookalike.train.optim import OptimSpec
 from lookalike.train.validation import check_cutoffs, validation_metric_names
+from lookalike.utils.cores import parse_workers
 from lookalike.utils.devices import check_accelerator
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ class DataSpec:
             set, for quick experiments only) or "none".
         batch_size: Images per micro-batch (per device).
         val_batch_size: Images per validation batch; ``batch_size`` when ``None``.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes per training process, or "auto": the core
+            budget of :func:`lookalike.utils.cores.plan_cores` for this process's share of the
+            machine's cores (its cores over the processes training on it) on its device: on a
+            GPU every core but one feeds it, on the CPU most cores go to the model.
         sampler: "random" or "m_per_class" (``m`` images of each class per batch; pml's
             ``MPerClassSampler``).
         m: Images per class in a batch of the "m_per_class" sampler.
@@ -88,7 +92,7 @@ class DataSpec:
     val_split: str = "val"
     batch_size: int = 32
     val_batch_size: int | None = None
-    num_workers: int = 2
+    num_workers: Any = "auto"
     sampler: str = "m_per_class"
     m: int = 4
     augment: str = "weak"
@@ -248,6 +252,7 @@ def check_config(config: TrainConfig) -> None:
             f"data.batch_size {config.data.batch_size} must be a multiple of data.m "
             f"{config.data.m} for the m_per_class sampler"
         )
+    parse_workers(config.data.num_workers, "data.num_workers")
     if not config.data.source:
         raise ValueError("data.source is not set: give the images to train on (folder:PATH ...)")
     if config.wise_ft.enabled and config.data.val_split == "none":

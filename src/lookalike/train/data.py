@@ -32,6 +32,7 @@ from lookalike.train.sampler import EpochSampler
 from lookalike.train.seeding import mix_seed
 from lookalike.train.unlabelled import UnlabelledSampler, load_images, unlabelled_images
 from lookalike.train.validation import ValidationSet, validation_set
+from lookalike.utils.cores import AUTO, available_cores, parse_workers, plan_cores
 
 UNLABELLED_SEED_STREAM = 1
 """Mixed into the seed of the unlabelled stream, so its draws differ from the labelled one's."""
@@ -122,6 +123,19 @@ class RetrievalDataModule(L.LightningDataModule):
             return 0, 0, 1
         return trainer.current_epoch, trainer.global_rank, trainer.world_size
 
+    def _workers(self) -> int:
+        """``data.num_workers``; "auto" plans this process's share of the machine's cores
+        (over the processes of the attached trainer on this machine) on its device."""
+        requested = parse_workers(self.spec.num_workers, "data.num_workers")
+        if requested != AUTO:
+            return int(requested)
+        trainer = self.trainer
+        if trainer is None:
+            return plan_cores(AUTO, "cpu").workers
+        local_processes = max(1, int(trainer.num_devices))
+        cores = max(1, available_cores() // local_processes)
+        return plan_cores(AUTO, trainer.strategy.root_device, cores).workers
+
     @property
     def view_pairs(self) -> bool:
         """Batches carry weak/strong view pairs (there is an unlabelled stream)."""
@@ -173,12 +187,11 @@ class RetrievalDataModule(L.LightningDataModule):
     def _loader(
         self, dataset: TrainDataset, sampler: Sampler, batch_size: int, drop_last: bool
     ) -> DataLoader:
-        spec = self.spec
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            num_workers=spec.num_workers,
+            num_workers=self._workers(),
             collate_fn=collate_train,
             drop_last=drop_last,
             generator=self.generator,
@@ -193,6 +206,6 @@ class RetrievalDataModule(L.LightningDataModule):
             ImageDataset(self.val_set.images, eval_transform(self.preprocessing)),
             batch_size=self.spec.val_batch_size or self.spec.batch_size,
             sampler=range(rank, len(self.val_set.images), world_size),
-            num_workers=self.spec.num_workers,
+            num_workers=self._workers(),
             collate_fn=collate_skipping_broken,
         )
