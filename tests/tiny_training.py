@@ -24,6 +24,22 @@ def write_images(root: Path) -> Path:
     return root
 
 
+TINY_SETTINGS = (
+    "data.image_size=32",
+    "data.batch_size=8",
+    "data.m=2",
+    "data.num_workers=0",
+    "model.backbone=timm:test_efficientnet_gn",
+    "model.weights=none",
+    "model.head=linear:16",
+    "loss.name=arcface",
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+)
+"""The tiny model and batches of every tiny training, whatever its data: a small timm net with
+GroupNorm (no batch statistics), batches of 2 x 4 classes, 3 deterministic epochs."""
+
+
 def tiny_config(images: Path, output: Path, *overrides: str) -> TrainConfig:
     """4 train classes (24 images), 2 val classes (12), batches of 8 = 2 x 4 classes."""
     return resolve_config(
@@ -32,18 +48,9 @@ def tiny_config(images: Path, output: Path, *overrides: str) -> TrainConfig:
             f"data.source=folder:{images}",
             "data.protocol_args.train_fraction=0.75",
             "data.protocol_args.val_fraction=0.34",
-            "data.image_size=32",
-            "data.batch_size=8",
-            "data.m=2",
-            "data.num_workers=0",
-            "model.backbone=timm:test_efficientnet_gn",
-            "model.weights=none",
-            "model.head=linear:16",
-            "loss.name=arcface",
+            *TINY_SETTINGS,
             "optim.lr=1e-3",
             "optim.head_lr=1e-2",
-            "trainer.max_epochs=3",
-            "trainer.deterministic=true",
             f"output={output}",
             *overrides,
         ],

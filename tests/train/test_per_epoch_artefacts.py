@@ -24,6 +24,7 @@ from lookalike.train.config import TrainConfig, check_config
 from lookalike.train.epoch_artefacts import epoch_folder, results_file_name
 from lookalike.train.run import run_training
 from lookalike.utils.folders import verify_folder
+from tiny_training import TINY_SETTINGS
 
 K = 5
 
@@ -62,18 +63,9 @@ def split_config(manifest: Path, output: Path, *overrides: str) -> TrainConfig:
             f"data.source=csv:{manifest}",
             "data.protocol=given",
             "data.val_split=test",
-            "data.image_size=32",
-            "data.batch_size=8",
-            "data.m=2",
-            "data.num_workers=0",
-            "model.backbone=timm:test_efficientnet_gn",
-            "model.weights=none",
-            "model.head=linear:16",
-            "loss.name=arcface",
+            *TINY_SETTINGS,
             "optim.lr=1e-2",
             "optim.head_lr=1e-1",
-            "trainer.max_epochs=3",
-            "trainer.deterministic=true",
             "trainer.keep_every_epoch=true",
             f"trainer.results_k={K}",
             "trainer.val_k=[1,2,3]",
