@@ -308,3 +308,34 @@ def test_a_memory_mapped_index_refuses_changes_before_journaling_them(tmp_path: 
     again = open_store(index)  # and it starts again
     assert again.size() == ROWS
     again.close()
+
+
+def test_a_change_that_fails_to_apply_is_cut_from_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Journaled first, applied second: when applying fails (a Milvus server gone, an index
+    refusing rows), the journal line is cut off again, so a restart neither replays a change
+    the client was told failed nor fails on it; the changes around it are kept."""
+    from lookalike.serve.catalogue import Catalogue
+
+    index = make_index(tmp_path / "index")
+    store = open_store(index)
+    store.add([new_item(1)])
+    real_add = Catalogue.add
+
+    def unavailable(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the vector store went away")
+
+    monkeypatch.setattr(Catalogue, "add", unavailable)
+    for _ in range(2):  # twice: the second cut must start where the first left the file
+        with pytest.raises(RuntimeError, match="went away"):
+            store.add([new_item(2)])
+    monkeypatch.setattr(Catalogue, "add", real_add)
+    assert [t.seq for t in read_journal(store.journal.path).transactions] == [1]
+    assert len(list(store.images_dir.iterdir())) == 1  # only new-001's image
+    assert store.add([new_item(3)]) == 2  # the failed change took no sequence number
+    store.delete(["new-001"])
+    contents = read_journal(store.journal.path)
+    assert [t.seq for t in contents.transactions] == [1, 2, 3] and contents.torn_bytes == 0
+    store.close()
+    check_store(open_store(index), [3], set())

@@ -233,8 +233,12 @@ class Journal:
         assert contents.header is not None
         return cls(path, contents.header), contents
 
-    def append(self, transaction: Transaction) -> None:
-        """Write one transaction and ``fsync`` it; on failure nothing of it stays in the file."""
+    def append(self, transaction: Transaction) -> int:
+        """Write one transaction and ``fsync`` it; on failure nothing of it stays in the file.
+
+        Returns:
+            The file's size before the transaction (:meth:`truncate` to it takes it back).
+        """
         if self._handle is None:
             raise JournalError(f"journal {self.path} is closed")
         line = encode_line(transaction.to_json())
@@ -245,7 +249,19 @@ class Journal:
             os.fsync(self._handle.fileno())
         except OSError:
             self._handle.truncate(size)
+            self._handle.seek(size)  # an append-mode file does not move its position back
             raise
+        return size
+
+    def truncate(self, size: int) -> None:
+        """Cut the file back to ``size`` bytes (what :meth:`append` returned) and ``fsync`` it:
+        the transactions appended since are gone, as if never written."""
+        if self._handle is None:
+            raise JournalError(f"journal {self.path} is closed")
+        self._handle.truncate(size)
+        self._handle.seek(size)  # an append-mode file does not move its position back
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
 
     def rewrite(self, header: JournalHeader, transactions: list[Transaction]) -> None:
         """Replace the file atomically with ``header`` and ``transactions`` (after compaction)."""

@@ -279,11 +279,13 @@ class CatalogueStore:
                 operations.append(Operation("add", item.id, item.label, image, vectors[number]))
             if any(item.image is not None for item in items):
                 fsync_directory(self.images_dir)
-            transaction = Transaction(seq, tuple(operations))
-            self.journal.append(transaction)
-            self.next_seq = seq + 1
-            self.transactions.append(transaction)
-            self.apply(self.catalogue, transaction)
+            try:
+                self._commit(Transaction(seq, tuple(operations)))
+            except BaseException:
+                for operation in operations:  # the images of a change that did not happen
+                    if operation.image:
+                        (self.state_dir / operation.image).unlink(missing_ok=True)
+                raise
         return seq
 
     def delete(self, item_ids: Sequence[str]) -> int:
@@ -300,12 +302,22 @@ class CatalogueStore:
             if missing:
                 raise KeyError(f"not in the catalogue: {', '.join(map(repr, missing))}")
             seq = self.next_seq
-            transaction = Transaction(seq, tuple(Operation("delete", i) for i in ids))
-            self.journal.append(transaction)
-            self.next_seq = seq + 1
-            self.transactions.append(transaction)
-            self.apply(self.catalogue, transaction)
+            self._commit(Transaction(seq, tuple(Operation("delete", i) for i in ids)))
         return seq
+
+    def _commit(self, transaction: Transaction) -> None:
+        """Journal ``transaction`` durably, then apply it (under the lock). Should applying it
+        fail (the index refused the rows, a Milvus server went away), its journal line is cut
+        off again: a journaled change that was never applied would be replayed at the next
+        start, or fail it."""
+        offset = self.journal.append(transaction)
+        try:
+            self.apply(self.catalogue, transaction)
+        except BaseException:
+            self.journal.truncate(offset)
+            raise
+        self.next_seq = transaction.seq + 1
+        self.transactions.append(transaction)
 
     def _check_writable(self) -> None:
         """Refuse a change before anything is journaled when the index cannot take it (a
