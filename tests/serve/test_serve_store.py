@@ -339,3 +339,29 @@ def test_a_change_that_fails_to_apply_is_cut_from_the_journal(
     assert [t.seq for t in contents.transactions] == [1, 2, 3] and contents.torn_bytes == 0
     store.close()
     check_store(open_store(index), [3], set())
+
+
+def test_a_compaction_whose_journal_reset_fails_leaves_a_store_that_takes_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new folder is in place but the journal cannot be rewritten (a full disk): the old
+    journal stays open for appending, and a restart replays what the folder lacks."""
+    from lookalike.serve import journal as journal_module
+
+    index = make_index(tmp_path / "index")
+    store = open_store(index)
+    store.add([new_item(1)])
+    store.delete(["base-02"])
+
+    def full_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(journal_module, "write_journal", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            store.compact()
+    store.add([new_item(2)])  # the journal is open again
+    store.delete(["new-001"])
+    check_store(store, [1, 2], {"base-02", "new-001"})
+    store.close()
+    check_store(open_store(index), [1, 2], {"base-02", "new-001"})

@@ -264,11 +264,16 @@ class Journal:
         os.fsync(self._handle.fileno())
 
     def rewrite(self, header: JournalHeader, transactions: list[Transaction]) -> None:
-        """Replace the file atomically with ``header`` and ``transactions`` (after compaction)."""
+        """Replace the file atomically with ``header`` and ``transactions`` (after compaction).
+
+        Should the new file not be written (a full disk), the old one stays, open for appending.
+        """
         self.close()
-        write_journal(self.path, header, transactions)
-        self.header = header
-        self._handle = open(self.path, "ab")  # noqa: SIM115
+        try:
+            write_journal(self.path, header, transactions)
+            self.header = header
+        finally:
+            self._handle = open(self.path, "ab")  # noqa: SIM115
 
     def close(self) -> None:
         if self._handle is not None:
