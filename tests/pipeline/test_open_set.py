@@ -143,3 +143,54 @@ def test_a_bad_index_fails_before_anything_is_written(tmp_path: Path, damage: st
     with pytest.raises(error, match=str(folder)):
         tune_and_save_threshold(query, gallery, output=tmp_path / "tuned", index=folder)
     assert not (tmp_path / "tuned").exists()
+
+
+def _naive_all_vs_all_map5(labels: list[str | None], indices: np.ndarray, scores: np.ndarray,
+                           threshold: float | None) -> float:
+    """Kaggle's MAP@5 of each image against the others (its own image is never an answer):
+    "no match" before the first neighbour worse than ``threshold`` (distances)."""
+    total = 0.0
+    for query, label in enumerate(labels):
+        truth = {row for row, other in enumerate(labels)
+                 if label is not None and other == label and row != query} or {"new"}  # fmt: skip
+        rows = list(indices[query])
+        cut = len(rows) if threshold is None else next(
+            (i for i, s in enumerate(scores[query]) if not s <= np.float32(threshold)), len(rows))
+        answers = (rows[:cut] + ["new"] + rows[cut:])[:5]
+        hits, ap = 0, 0.0
+        for position, answer in enumerate(answers, start=1):
+            if answer in truth:
+                hits += 1
+                ap += hits / position
+        total += ap / min(len(truth), 5)
+    return total / len(labels)
+
+
+def test_all_vs_all_rejection_leaves_each_images_own_row_out_of_its_answers() -> None:
+    """Each image a query against the others: its own image is no answer, a class of one image
+    is a distractor (nothing else shows it), and MAP@5 divides by the class size minus one."""
+    from lookalike.search.topk import search_embeddings
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 5, 40)
+    labels: list[str | None] = [f"c{c}" for c, n in enumerate(sizes) for _ in range(n)]
+    labels += [None] * 20
+    centres = {label: rng.normal(size=16) for label in set(labels) - {None}}
+    vectors = np.array([(centres[label] if label else rng.normal(size=16))
+                        + 0.6 * rng.normal(size=16) for label in labels], np.float32)  # fmt: skip
+    ids = [f"i{j}" for j in range(len(labels))]
+    images = EmbeddingSet(vectors, ids, ids, labels)
+    outcome = tune_rejection(images, images, RejectionSpec(objective="map@5"), metric="l2",
+                             exclude_self=True)  # fmt: skip
+    result = search_embeddings(images, images, k=5, metric="l2", exclude_self=True)
+    assert outcome.baseline == pytest.approx(
+        _naive_all_vs_all_map5(labels, result.indices, result.scores, None), abs=1e-9)
+    assert outcome.value == pytest.approx(
+        _naive_all_vs_all_map5(labels, result.indices, result.scores, outcome.threshold), abs=1e-9)
+
+    ranking = rank(vectors, vectors, labels, labels, k=10, metric="l2",
+                   exclude_rows=np.arange(len(labels)))  # fmt: skip
+    metrics = rejection_metrics(ranking, outcome.threshold)
+    assert metrics["map@5_rejection"] == pytest.approx(outcome.value, abs=1e-9)
+    singletons = sum(1 for label in labels if label is not None and labels.count(label) == 1)
+    assert metrics["n_distractor_queries"] == 20 + singletons

@@ -192,7 +192,7 @@ def choose_metric(
             device=device,
         )
         summary = retrieval_metrics(ranking, ks=recall_ks, map_at_k=map_at_k, weights=weights).summary
-        if monitor not in summary:
+        if monitor not in summary or monitor.startswith("n_"):  # n_*: counts, not metrics
             raise ValueError(
                 f"unknown metric to monitor {monitor!r}; valid: "
                 f"{', '.join(k for k in summary if not k.startswith('n_'))}"

@@ -31,6 +31,7 @@ from lookalike.search.open_set_scores import (
     fnmr_at_fmr,
     objective_depth,
     open_set_roc,
+    relevance,
 )
 from lookalike.search.threshold_rules import roc_corner_threshold
 from lookalike.search.thresholds import (
@@ -39,7 +40,7 @@ from lookalike.search.thresholds import (
     percentile_threshold,
     tune_threshold,
 )
-from lookalike.search.topk import search_embeddings
+from lookalike.search.topk import search_embeddings, self_exclusion
 from lookalike.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lookalike.utils.progress import ProgressFactory, tracker
 from lookalike.utils.vectors import check_vectors
@@ -149,6 +150,7 @@ def objective_value(
     objective: str,
     threshold: float | None,
     weights: Mapping[int, float] | None = None,
+    exclude_rows: np.ndarray | None = None,
 ) -> float:
     """The objective (a name of :data:`~lookalike.search.open_set_scores.OBJECTIVES`) of lists
     with "no match" at ``threshold`` (None: no rejection)."""
@@ -158,7 +160,7 @@ def objective_value(
         threshold = float(finite.min() if result.higher_is_better else finite.max()) if finite.size else 0.0
         threshold = float(np.nextafter(np.float32(threshold), np.float32(-np.inf if result.higher_is_better else np.inf)))
     scorer = create_objective(objective, weights)
-    return scorer.evaluate(result, query_labels, gallery_labels, threshold)
+    return scorer.evaluate(result, query_labels, gallery_labels, threshold, exclude_rows)
 
 
 def tune_rejection(
@@ -203,24 +205,27 @@ def tune_rejection(
         progress=tracker(progress, "searching", len(query)),
     )
     labels = list(gallery.labels)  # None: a distractor image, never a match
-    threshold, curve = tune_threshold(result, query_labels, labels, spec.objective, weights=weights)
+    own = self_exclusion(query.ids, gallery.ids) if exclude_self else None
+    threshold, curve = tune_threshold(
+        result, query_labels, labels, spec.objective, weights=weights, exclude_rows=own
+    )
     genuine_scores = nearest_positive_scores(result, query_labels, labels)
     rule = percentile_threshold(genuine_scores, spec.percentile, result.higher_is_better) if np.isfinite(genuine_scores).any() else threshold
-    points = [p._asdict() for p in fnmr_at_fmr(result, query_labels, labels, (1e-2, 1e-3))]
-    corner = roc_corner_threshold(result, query_labels, labels)
+    points = [p._asdict() for p in fnmr_at_fmr(result, query_labels, labels, (1e-2, 1e-3), own)]
+    corner = roc_corner_threshold(result, query_labels, labels, own)
     return ThresholdOutcome(
         threshold=threshold,
         objective=spec.objective,
-        value=objective_value(result, query_labels, labels, spec.objective, threshold, weights),
-        baseline=objective_value(result, query_labels, labels, spec.objective, None, weights),
+        value=objective_value(result, query_labels, labels, spec.objective, threshold, weights, own),
+        baseline=objective_value(result, query_labels, labels, spec.objective, None, weights, own),
         percentile_threshold=rule,
-        percentile_value=objective_value(result, query_labels, labels, spec.objective, rule, weights),
+        percentile_value=objective_value(result, query_labels, labels, spec.objective, rule, weights, own),
         held_out_classes=held_out,
         curve=curve,
         operating_points=points,
         metric=metric,
         roc_corner_threshold=corner,
-        roc_corner_value=objective_value(result, query_labels, labels, spec.objective, corner, weights),
+        roc_corner_value=objective_value(result, query_labels, labels, spec.objective, corner, weights, own),
     )
 
 
@@ -339,21 +344,22 @@ def rejection_metrics(
     classes = ranking.codes.classes
     query_labels = [classes[code] if code >= 0 else None for code in ranking.codes.query.tolist()]
     labels = [classes[code] if code >= 0 else None for code in ranking.codes.gallery.tolist()]
+    own = ranking.exclude_rows
     metrics: dict[str, Any] = {"threshold": float(threshold)}
     for objective in (f"map@{map_at}", "weighted_topk", "f1"):
-        metrics[f"{objective}_no_rejection"] = objective_value(result, query_labels, labels, objective, None, weights)
-        metrics[f"{objective}_rejection"] = objective_value(result, query_labels, labels, objective, threshold, weights)
-    distractors = int((ranking.codes.num_relevant() == 0).sum())
+        metrics[f"{objective}_no_rejection"] = objective_value(result, query_labels, labels, objective, None, weights, own)
+        metrics[f"{objective}_rejection"] = objective_value(result, query_labels, labels, objective, threshold, weights, own)
+    distractors = int((~relevance(result, query_labels, labels, 1, own).genuine).sum())
     metrics["n_distractor_queries"] = distractors
     if 0 < distractors < len(query_labels):
-        fmr, tmr, _ = open_set_roc(result, query_labels, labels)
+        fmr, tmr, _ = open_set_roc(result, query_labels, labels, own)
         metrics["open_set_auc"] = float(np.trapezoid(tmr, fmr))
-        point = fnmr_at_fmr(result, query_labels, labels, (1e-2,))[0]
+        point = fnmr_at_fmr(result, query_labels, labels, (1e-2,), exclude_rows=own)[0]
         metrics["fnmr@fmr=0.01"] = point.fnmr
-        corner = roc_corner_threshold(result, query_labels, labels)
+        corner = roc_corner_threshold(result, query_labels, labels, own)
         metrics["roc_corner_threshold"] = corner
         for objective in (f"map@{map_at}", "weighted_topk", "f1"):
             metrics[f"{objective}_roc_corner"] = objective_value(
-                result, query_labels, labels, objective, corner, weights
+                result, query_labels, labels, objective, corner, weights, own
             )
     return metrics

@@ -31,6 +31,7 @@ from lookalike.search.rejection import apply_threshold, goodness
 
 QueryLabels = Sequence[Hashable | None]
 GalleryLabels = Sequence[Hashable | None]
+ExcludeRows = np.ndarray | Sequence[int] | None
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class Relevance:
         relevant: ``(Q, depth)`` bool, the neighbour at each rank is of the query's class
             (always False for distractors and padding).
         genuine: ``(Q,)`` bool, the query's class is in the gallery.
-        num_relevant: ``(Q,)`` int64 gallery items of the query's class; 1 for a distractor (its
-            one right answer is "no match").
+        num_relevant: ``(Q,)`` int64 gallery items of the query's class (its excluded row left
+            out); 1 for a distractor (its one right answer is "no match").
     """
 
     relevant: np.ndarray
@@ -55,6 +56,7 @@ def relevance(
     query_labels: QueryLabels,
     gallery_labels: GalleryLabels,
     depth: int,
+    exclude_rows: ExcludeRows = None,
 ) -> Relevance:
     """The :class:`Relevance` of the first ``depth`` ranks of ``result``.
 
@@ -66,6 +68,14 @@ def relevance(
         query_labels: ``Q`` labels, None for known distractors.
         gallery_labels: ``N`` labels, None for distractor images.
         depth: Ranks looked at, at most ``K + 1`` (the last may hold "no match").
+        exclude_rows: ``(Q,)`` gallery row left out of each query's list (its own image when the
+            queries are gallery images), -1 where none. That row is not a right answer: it does
+            not count among the query's relevant items, and a query whose class has no other
+            gallery item is a distractor.
+
+    Raises:
+        ValueError: Labels or ``exclude_rows`` that do not fit ``result``, or a list that holds
+            its query's excluded row.
     """
     if depth > result.k + 1:
         raise ValueError(f"need {depth - 1} neighbours per query, the result holds {result.k}")
@@ -79,9 +89,36 @@ def relevance(
         )
     relevant = label_relevance(result.indices[:, :depth], codes)
     relevant = np.pad(relevant, ((0, 0), (0, depth - relevant.shape[1])))
-    class_sizes = codes.num_relevant()
+    own_rows = _own_relevant_rows(result, codes.query, codes.gallery, exclude_rows)
+    class_sizes = codes.num_relevant() - own_rows
     genuine = class_sizes > 0
     return Relevance(relevant & genuine[:, None], genuine, np.where(genuine, class_sizes, 1))
+
+
+def _own_relevant_rows(
+    result: SearchResult, query_codes: np.ndarray, gallery_codes: np.ndarray, exclude_rows: ExcludeRows
+) -> np.ndarray:
+    """``(Q,)`` int64 1 where the query's excluded gallery row is of its own class, else 0."""
+    if exclude_rows is None:
+        return np.zeros(len(query_codes), dtype=np.int64)
+    rows = np.asarray(exclude_rows)
+    if rows.shape != (len(result),) or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+        raise ValueError(
+            f"exclude_rows must hold one integer gallery row per query ({len(result)},), "
+            f"got shape {rows.shape} of {rows.dtype}"
+        )
+    rows = rows.astype(np.int64)
+    if rows.size and (rows.min() < -1 or rows.max() >= len(gallery_codes)):
+        raise ValueError(f"exclude_rows must lie in [-1, {len(gallery_codes)}) (-1: none)")
+    listed = (result.indices == rows[:, None]) & (rows[:, None] >= 0)
+    if listed.any():
+        query = int(np.flatnonzero(listed.any(axis=1))[0])
+        raise ValueError(
+            f"query {query}'s list holds its excluded gallery row {int(rows[query])}; "
+            "search with the query's own image excluded"
+        )
+    own = (rows >= 0) & (gallery_codes[np.maximum(rows, 0)] == query_codes) & (query_codes >= 0)
+    return own.astype(np.int64)
 
 
 def matches_with_no_match(relevance: Relevance, positions: np.ndarray, k: int) -> np.ndarray:
@@ -120,10 +157,11 @@ class OpenSetObjective(ABC):
         query_labels: QueryLabels,
         gallery_labels: GalleryLabels,
         threshold: float,
+        exclude_rows: ExcludeRows = None,
     ) -> float:
         """The objective of ``result``'s lists with "no match" inserted at ``threshold`` (in the
-        scores' own sense)."""
-        table = relevance(result, query_labels, gallery_labels, self.depth)
+        scores' own sense); ``exclude_rows`` as in :func:`relevance`."""
+        table = relevance(result, query_labels, gallery_labels, self.depth, exclude_rows)
         return self.score(table, apply_threshold(result, threshold))
 
 
@@ -234,9 +272,10 @@ def map_at_k_with_rejection(
     gallery_labels: GalleryLabels,
     threshold: float,
     k: int = 5,
+    exclude_rows: ExcludeRows = None,
 ) -> float:
     """Kaggle's MAP@K over lists with "no match" inserted (:class:`MapAtK`)."""
-    return MapAtK(k).evaluate(result, query_labels, gallery_labels, threshold)
+    return MapAtK(k).evaluate(result, query_labels, gallery_labels, threshold, exclude_rows)
 
 
 def weighted_topk_with_rejection(
@@ -245,9 +284,10 @@ def weighted_topk_with_rejection(
     gallery_labels: GalleryLabels,
     threshold: float,
     weights: Mapping[int, float] | None = None,
+    exclude_rows: ExcludeRows = None,
 ) -> float:
     """``sum_k weight_k * Acc@k`` over lists with "no match" inserted (:class:`WeightedTopK`)."""
-    return WeightedTopK(weights).evaluate(result, query_labels, gallery_labels, threshold)
+    return WeightedTopK(weights).evaluate(result, query_labels, gallery_labels, threshold, exclude_rows)
 
 
 def accept_reject_f1(
@@ -255,9 +295,10 @@ def accept_reject_f1(
     query_labels: QueryLabels,
     gallery_labels: GalleryLabels,
     threshold: float,
+    exclude_rows: ExcludeRows = None,
 ) -> float:
     """F1 of accepting genuine queries at ``threshold`` (:class:`AcceptRejectF1`)."""
-    return AcceptRejectF1().evaluate(result, query_labels, gallery_labels, threshold)
+    return AcceptRejectF1().evaluate(result, query_labels, gallery_labels, threshold, exclude_rows)
 
 
 class OperatingPoint(NamedTuple):
@@ -270,10 +311,13 @@ class OperatingPoint(NamedTuple):
 
 
 def _top1_split(
-    result: SearchResult, query_labels: QueryLabels, gallery_labels: GalleryLabels
+    result: SearchResult,
+    query_labels: QueryLabels,
+    gallery_labels: GalleryLabels,
+    exclude_rows: ExcludeRows = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 goodness of the genuine queries and of the distractors."""
-    genuine = relevance(result, query_labels, gallery_labels, 1).genuine
+    genuine = relevance(result, query_labels, gallery_labels, 1, exclude_rows).genuine
     if genuine.all() or not genuine.any():
         raise ValueError("open-set rates need both genuine and distractor queries")
     top1 = goodness(result)[:, 0] if result.k else np.full(len(result), -np.inf)
@@ -281,16 +325,19 @@ def _top1_split(
 
 
 def open_set_roc(
-    result: SearchResult, query_labels: QueryLabels, gallery_labels: GalleryLabels
+    result: SearchResult,
+    query_labels: QueryLabels,
+    gallery_labels: GalleryLabels,
+    exclude_rows: ExcludeRows = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC of accepting a query on its top-1 score.
+    """ROC of accepting a query on its top-1 score (``exclude_rows`` as in :func:`relevance`).
 
     Returns:
         FMR, TMR (``1 - FNMR``) and thresholds (scores' sense), from strictest (reject all, the
         threshold just past the best score) to most lenient; ``sklearn.metrics.roc_curve`` with
         ``drop_intermediate=False`` and genuine queries as positives.
     """
-    genuine, distractor = _top1_split(result, query_labels, gallery_labels)
+    genuine, distractor = _top1_split(result, query_labels, gallery_labels, exclude_rows)
     levels = np.unique(np.concatenate([genuine, distractor]))[::-1]
     levels = levels[np.isfinite(levels)]
     levels = np.concatenate([[np.inf], levels])
@@ -305,14 +352,16 @@ def fnmr_at_fmr(
     query_labels: QueryLabels,
     gallery_labels: GalleryLabels,
     target_fmrs: Sequence[float] = (1e-2, 1e-3),
+    exclude_rows: ExcludeRows = None,
 ) -> list[OperatingPoint]:
-    """FNMR at the most lenient threshold whose FMR does not exceed each target.
+    """FNMR at the most lenient threshold whose FMR does not exceed each target
+    (``exclude_rows`` as in :func:`relevance`).
 
     Returns:
         One :class:`OperatingPoint` per target; with fewer than ``1 / target`` distractors the
         target can only be met by accepting none of them.
     """
-    genuine, distractor = _top1_split(result, query_labels, gallery_labels)
+    genuine, distractor = _top1_split(result, query_labels, gallery_labels, exclude_rows)
     ranked = np.sort(distractor)[::-1]
     finite = np.concatenate([genuine, distractor])
     finite = finite[np.isfinite(finite)]

@@ -55,7 +55,9 @@ def goodness(result: SearchResult) -> np.ndarray:
 def goodness_level(threshold: float, higher_is_better: bool) -> float:
     """A threshold in the scores' own sense as a goodness level."""
     # Scores are float32: a threshold typed as 0.7 must accept a score stored as float32(0.7).
-    level = float(np.float32(threshold))
+    # Beyond float32's range the cast gives +-inf, at which padding (-inf goodness) would pass.
+    in_range = abs(threshold) <= float(np.finfo(np.float32).max)
+    level = float(np.float32(threshold)) if in_range else float(threshold)
     return level if higher_is_better else -level
 
 

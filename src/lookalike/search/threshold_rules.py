@@ -1,7 +1,9 @@
 """Rules that pick a rejection threshold from validation results, by name.
 
 Each entry of :data:`THRESHOLD_RULES` is a function
-``rule(result, query_labels, gallery_labels, **options) -> threshold`` (scores' own sense):
+``rule(result, query_labels, gallery_labels, **options) -> threshold`` (scores' own sense); every
+rule takes ``exclude_rows`` (each query's own gallery row in an all-vs-all search, see
+:func:`~lookalike.search.open_set_scores.relevance`):
 
 - ``"tuned"``: the threshold maximising an open-set objective
   (:func:`~lookalike.search.thresholds.tune_threshold`; option ``objective``, ``weights``);
@@ -24,7 +26,7 @@ import numpy as np
 
 from lookalike.index.result import SearchResult
 from lookalike.registry import Registry
-from lookalike.search.open_set_scores import GalleryLabels, QueryLabels, open_set_roc
+from lookalike.search.open_set_scores import ExcludeRows, GalleryLabels, QueryLabels, open_set_roc
 from lookalike.search.thresholds import (
     nearest_positive_scores,
     percentile_threshold,
@@ -42,9 +44,12 @@ def tuned_rule(
     gallery_labels: GalleryLabels,
     objective: str = "map@5",
     weights: Mapping[int, float] | None = None,
+    exclude_rows: ExcludeRows = None,
 ) -> float:
     """The threshold maximising ``objective`` (the most lenient among ties)."""
-    threshold, _ = tune_threshold(result, query_labels, gallery_labels, objective, weights=weights)
+    threshold, _ = tune_threshold(
+        result, query_labels, gallery_labels, objective, weights=weights, exclude_rows=exclude_rows
+    )
     return threshold
 
 
@@ -54,16 +59,20 @@ def percentile_rule(
     query_labels: QueryLabels,
     gallery_labels: GalleryLabels,
     q: float = 90.0,
+    exclude_rows: ExcludeRows = None,
 ) -> float:
     """The strictest observed score that accepts ``q`` percent of genuine queries' nearest
-    positives."""
+    positives (``exclude_rows`` changes nothing here: excluded rows are not in the lists)."""
     scores = nearest_positive_scores(result, query_labels, gallery_labels)
     return percentile_threshold(scores, q, result.higher_is_better)
 
 
 @THRESHOLD_RULES.register("roc_corner")
 def roc_corner_threshold(
-    result: SearchResult, query_labels: QueryLabels, gallery_labels: GalleryLabels
+    result: SearchResult,
+    query_labels: QueryLabels,
+    gallery_labels: GalleryLabels,
+    exclude_rows: ExcludeRows = None,
 ) -> float:
     """The threshold of the open-set ROC point nearest to (FMR 0, TMR 1).
 
@@ -73,9 +82,10 @@ def roc_corner_threshold(
     ``FMR^2 + (1 - TMR)^2`` is returned; ties go to the most lenient.
 
     Raises:
-        ValueError: No genuine or no distractor query (the ROC needs both).
+        ValueError: No genuine or no distractor query (the ROC needs both), or no query with a
+            finite top-1 score.
     """
-    fmr, tmr, thresholds = open_set_roc(result, query_labels, gallery_labels)
+    fmr, tmr, thresholds = open_set_roc(result, query_labels, gallery_labels, exclude_rows)
     distance = fmr**2 + (1.0 - tmr) ** 2
     # ROC points run from strictest to most lenient: the last minimum is the most lenient.
     best = len(distance) - 1 - int(np.argmin(distance[::-1]))
@@ -84,6 +94,8 @@ def roc_corner_threshold(
         return threshold
     # Rejecting every query: just past the best observed top-1 score.
     finite = thresholds[np.isfinite(thresholds)]
+    if finite.size == 0:
+        raise ValueError("no query has a finite top-1 score; there is no threshold to choose")
     edge = finite.max() if result.higher_is_better else finite.min()
     direction = np.inf if result.higher_is_better else -np.inf
     return float(np.nextafter(np.float32(edge), np.float32(direction)))

@@ -7,12 +7,15 @@ distractors, as at test time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
 from lookalike.index.result import SearchResult
 from lookalike.search.open_set_scores import (
+    AcceptRejectF1,
+    ExcludeRows,
     GalleryLabels,
     QueryLabels,
     create_objective,
@@ -49,6 +52,7 @@ def tune_threshold(
     candidates: Sequence[float] | np.ndarray | None = None,
     max_candidates: int = 512,
     weights: Mapping[int, float] | None = None,
+    exclude_rows: ExcludeRows = None,
 ) -> tuple[float, np.ndarray]:
     """The rejection threshold maximising an open-set objective on labelled queries.
 
@@ -63,13 +67,25 @@ def tune_threshold(
             lowest score (accept all) and one past the best (reject all).
         max_candidates: Cap on the default candidates.
         weights: Cut-off weights of "weighted_topk"; :data:`DEFAULT_TOPK_WEIGHTS` when None.
+        exclude_rows: ``(Q,)`` gallery row left out of each query's list (its own image in an
+            all-vs-all search), -1 where none; see
+            :func:`~lookalike.search.open_set_scores.relevance`.
 
     Returns:
         The best threshold (the most lenient among ties) and a ``(T, 2)`` float64 table of
         ``(threshold, objective value)`` rows sorted by threshold.
+
+    Raises:
+        ValueError: An unknown objective, no finite score, or "f1" without a genuine query (F1
+            is 0 at every threshold then, and the tie would go to accepting every distractor).
     """
     scorer = create_objective(objective, weights)
-    table = relevance(result, query_labels, gallery_labels, scorer.depth)
+    table = relevance(result, query_labels, gallery_labels, scorer.depth, exclude_rows)
+    if isinstance(scorer, AcceptRejectF1) and not table.genuine.any():
+        raise ValueError(
+            "the f1 objective needs a genuine query (one whose class is in the gallery); "
+            "with distractors only, tune for map@K or weighted_topk"
+        )
     scores = goodness(result)
     hib = result.higher_is_better
     if candidates is None:
@@ -111,9 +127,12 @@ def percentile_threshold(
     scores = scores[~np.isnan(scores)]
     if scores.size == 0:
         raise ValueError("no nearest-positive scores given (all NaN or empty)")
-    if higher_is_better:
-        return float(np.percentile(scores, 100.0 - q, method="lower"))
-    return float(np.percentile(scores, q, method="higher"))
+    # Best first: the threshold at the n-th best score accepts at least n queries, and any stricter
+    # observed score fewer (np.percentile's "lower"/"higher" interpolate over Q - 1 gaps, which
+    # can land one score too lenient).
+    best_first = np.sort(scores)[::-1] if higher_is_better else np.sort(scores)
+    needed = max(1, math.ceil(q * scores.size / 100.0 - 1e-9))
+    return float(best_first[needed - 1])
 
 
 def holdout_distractors(
@@ -125,8 +144,9 @@ def holdout_distractors(
     """Make distractors by removing whole classes from the gallery.
 
     Args:
-        query_labels: ``Q`` labels; the classes held out are drawn from those also in the gallery.
-        gallery_labels: ``N`` labels.
+        query_labels: ``Q`` labels; the classes held out are drawn from those also in the gallery
+            (None, an unlabelled query, is no class).
+        gallery_labels: ``N`` labels; None marks a distractor image, kept in the gallery.
         fraction: Share of those classes held out, in ``[0, 1]``.
         seed: Seed of the draw.
 
@@ -138,9 +158,12 @@ def holdout_distractors(
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
     gallery_labels = list(gallery_labels)
     in_gallery = set(gallery_labels)
-    classes = list(dict.fromkeys(label for label in query_labels if label in in_gallery))
+    classes = list(
+        dict.fromkeys(label for label in query_labels if label is not None and label in in_gallery)
+    )
     count = round(fraction * len(classes))
     chosen = np.random.default_rng(seed).choice(len(classes), size=count, replace=False)
     held_out = [classes[index] for index in sorted(chosen.tolist())]
     held = set(held_out)
-    return np.array([label not in held for label in gallery_labels], dtype=bool), held_out
+    keep = [label is None or label not in held for label in gallery_labels]
+    return np.array(keep, dtype=bool), held_out
