@@ -172,7 +172,13 @@ def test_every_epoch_keeps_its_checkpoint_metrics_and_the_results_search_gives(
     shutil.rmtree(epoch_folder(out, 2))
     (out / "checkpoints" / "epoch_2.ckpt").unlink()
     shutil.copy(out / "checkpoints" / "epoch_1.ckpt", out / "checkpoints" / "last.ckpt")
+    # an epoch an earlier, longer run left in the folder is not this run's: it goes
+    stale = epoch_folder(out, 7)
+    shutil.copytree(epoch_folder(out, 1), stale)
+    kept_1 = (epoch_folder(out, 1) / results_file_name(1)).read_text()
     run_training(config)
+    assert not stale.exists()
+    assert (epoch_folder(out, 1) / results_file_name(1)).read_text() == kept_1
     verify_folder(epoch_folder(out, 2), kind="epoch")
     assert (epoch_folder(out, 2) / results_file_name(2)).read_text() == kept
     assert (out / "checkpoints" / "epoch_2.ckpt").is_file()

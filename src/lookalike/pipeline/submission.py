@@ -3,17 +3,24 @@
 The file's format follows its suffix: ``.csv`` is a Kaggle-style ``Id,Predicted`` table, ``.json``
 the ``{query_file: [gallery_file, ...]}`` competition JSON (see :mod:`lookalike.report.submission`).
 The rejection threshold defaults to the one stored with the index, and a Kaggle CSV predicting
-labels searches ``3 * k`` deep, since labels repeat down a ranking and k distinct ones are needed.
+labels searches ``3 * k`` deep, since labels repeat down a ranking and k distinct ones are needed;
+a query whose neighbours still hold fewer than k distinct labels is searched again, twice as deep
+each time, until they do or the whole gallery is ranked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from lookalike.embed.store import EmbeddingSet
-from lookalike.index import get_metric, load_index
+from lookalike.index import Index, get_metric, load_index
+from lookalike.index.milvus_index import MAX_TOPK
+from lookalike.index.result import SearchResult
 from lookalike.report.submission import (
     NAME_MODES,
     NO_MATCH_TOKEN,
@@ -56,6 +63,47 @@ class SubmissionOutcome:
 def submission_search_depth(k: int, file_format: str, predict: str) -> int:
     """How deep to search for ``k`` predictions: ``3 * k`` for a CSV of labels, else ``k``."""
     return LABEL_SEARCH_FACTOR * k if file_format == ".csv" and predict == "labels" else k
+
+
+def _distinct(indices: np.ndarray, labels: Sequence[str | None]) -> int:
+    return len({labels[row] for row in indices.tolist() if row >= 0})
+
+
+def deep_enough(
+    index: Index,
+    query_embeddings: np.ndarray,
+    result: SearchResult,
+    labels: Sequence[str | None],
+    k: int,
+) -> SearchResult:
+    """``result`` with every query that found fewer than ``k`` distinct labels searched again,
+    twice as deep each time, until it finds k or its search covers the whole gallery (or the
+    16384 neighbours a Milvus search returns at most).
+
+    Args:
+        index: The index ``result`` came from.
+        query_embeddings: ``(Q, D)`` the queries searched.
+        result: ``(Q, K)`` their neighbours.
+        labels: ``(G,)`` the label of each gallery row.
+        k: Distinct labels wanted per query.
+
+    Returns:
+        ``(Q, K')`` neighbours, ``K' >= K``; rows searched only ``K`` deep padded with -1.
+    """
+    worst = -np.inf if result.higher_is_better else np.inf
+    depth, deepest = result.k, min(index.ntotal, MAX_TOPK)
+    while depth < deepest:
+        short = np.flatnonzero([_distinct(row, labels) < k for row in result.indices])
+        if not short.size:
+            break
+        depth = min(2 * depth, deepest)
+        deeper = search(index, query_embeddings[short], depth)
+        scores = np.full((len(result), deeper.k), worst, dtype=np.float32)
+        indices = np.full((len(result), deeper.k), -1, dtype=np.int64)
+        scores[:, : result.k], indices[:, : result.k] = result.scores, result.indices
+        scores[short], indices[short] = deeper.scores, deeper.indices
+        result = SearchResult(scores, indices, result.higher_is_better)
+    return result
 
 
 def write_submission(
@@ -124,6 +172,8 @@ def write_submission(
         index, query_set.embeddings, depth,
         progress=tracker(progress, "searching", len(query_set)),
     )
+    if suffix == ".csv" and predict == "labels" and None not in metadata.labels:
+        result = deep_enough(index, query_set.embeddings, result, metadata.labels, k)
     if suffix == ".json":
         by_id = names == "id"
         write_competition_json(output, result, query_set.ids if by_id else query_set.paths,

@@ -14,9 +14,11 @@ server gives is appended to ``RUN_DIR/submission_scores.csv``::
 by default ``score`` or ``public_score``), ``submitted_at`` is the UTC time of the reply and
 ``reply`` the start of its body. The CSV is rewritten atomically after each reply, so a kill
 loses nothing already recorded; a rerun skips every file recorded with a 2xx status and the same
-SHA-256 (a rewritten file is sent again). The first file the server refuses (a 4xx such as
-429 or 403, or any answer but 2xx) or cannot be sent stops the run with one line saying how many
-were submitted: competitions limit submissions, and the next ones would be refused too.
+SHA-256 (a rewritten file is sent again), whether it was recorded by a call on this folder, on
+the folder of runs holding it, or on one of the runs it holds. The first file the server refuses
+(a 4xx such as 429 or 403, or any answer but 2xx) or cannot be sent stops the run with one line
+saying how many were submitted: competitions limit submissions, and the next ones would be
+refused too.
 """
 
 from __future__ import annotations
@@ -184,6 +186,26 @@ def _write_scores(path: Path, records: Sequence[SubmissionRecord]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def _accepted(root: Path, paths: Sequence[Path]) -> set[tuple[Path, str]]:
+    """(absolute file, SHA-256) of every 2xx reply recorded in ``root``'s scores file, in its
+    parent's (``root`` a run inside a folder of runs) and in each run's below ``root``."""
+    done = set()
+    for folder in {root, root.parent, *(path.parent.parent.parent for path in paths)}:
+        try:
+            records = read_scores(folder / SCORES_FILE)
+        except ValueError:
+            if folder == root:
+                raise
+            logger.warning("%s is not a submit-all record; not read", folder / SCORES_FILE)
+            continue
+        done.update(
+            ((folder / record.file).resolve(), record.sha256)
+            for record in records
+            if record.accepted
+        )
+    return done
+
+
 def submit_all(
     run_dir: str | Path,
     url: str,
@@ -232,13 +254,13 @@ def submit_all(
         )
     scores_csv = root / SCORES_FILE
     records = read_scores(scores_csv)
-    done = {(record.file, record.sha256) for record in records if record.accepted}
+    done = _accepted(root, paths)
     outcome = SubmitAllOutcome(scores_csv, [path.relative_to(root).as_posix() for path in paths])
     pending = []
     for path, name in zip(paths, outcome.files, strict=True):
         verify_folder(path.parent, kind=EPOCH_KIND)
         digest = file_sha256(path)
-        if (name, digest) in done:
+        if (path.resolve(), digest) in done:
             outcome.skipped.append(name)
         else:
             pending.append((path, name, digest))

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.index.result import SearchResult
-from lookalike.search.rejection import apply_threshold
+from lookalike.search.rejection import (
+    check_threshold,
+    goodness,
+    goodness_level,
+    rejection_positions,
+)
 from lookalike.utils.atomic import atomic_write_text
 
 NO_MATCH_ID = "no_match"
@@ -35,10 +40,22 @@ def ranked_rows(
     """One dict per real neighbour (keys of :data:`CSV_COLUMNS`), queries in order, best first.
 
     With ``threshold`` (in the scores' own sense) a :data:`NO_MATCH_ID` row is inserted before the
-    first neighbour that fails it, and each query keeps at most ``k`` rows.
+    first neighbour that fails it (padding is no neighbour, wherever it sits), and each query
+    keeps at most ``k`` rows.
+
+    Raises:
+        ValueError: A query id given twice (its rows could not be told apart, and JSON would
+            merge them), or ids that do not fit the result.
     """
     if len(query_ids) != len(result):
         raise ValueError(f"{len(query_ids)} query ids for a result of {len(result)} queries")
+    seen: set[str] = set()
+    for query_id in map(str, query_ids):
+        if query_id in seen:
+            raise ValueError(
+                f"query id {query_id!r} appears more than once; query ids must be unique"
+            )
+        seen.add(query_id)
     if gallery_paths is not None and len(gallery_paths) != len(gallery_ids):
         raise ValueError(f"{len(gallery_paths)} gallery paths for {len(gallery_ids)} gallery ids")
     if result.indices.size and result.indices.max() >= len(gallery_ids):
@@ -47,7 +64,11 @@ def ranked_rows(
             f"{len(gallery_ids)} gallery ids were given"
         )
     k = result.indices.shape[1] if result.indices.ndim == 2 else 0
-    no_match_at = apply_threshold(result, threshold) if threshold is not None else None
+    level = (
+        None if threshold is None
+        else goodness_level(check_threshold(threshold), result.higher_is_better)
+    )
+    row_goodness = goodness(result)
     rows = []
     for position, (query_id, scores, indices) in enumerate(
         zip(query_ids, result.scores, result.indices)
@@ -61,8 +82,11 @@ def ranked_rows(
             for score, row in zip(scores.tolist(), indices.tolist())
             if row >= 0
         ]
-        if no_match_at is not None:
-            entries.insert(int(no_match_at[position]), (NO_MATCH_ID, None, None))
+        if level is not None:
+            # the rule of lookalike.search.rejection, over the real neighbours only
+            real = row_goodness[position][indices >= 0]
+            at = int(rejection_positions(real[None, :], level)[0])
+            entries.insert(at, (NO_MATCH_ID, None, None))
         for rank, (gallery_id, gallery_path, score) in enumerate(entries[:k], start=1):
             rows.append(
                 {

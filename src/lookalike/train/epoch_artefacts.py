@@ -14,12 +14,17 @@ The results are the validation's own ranking (the one its metrics read), not a s
 Every file is written atomically and each ``epoch_N`` folder is swapped in whole
 (:func:`~lookalike.utils.folders.atomic_folder`), before ``last.ckpt`` of that epoch is saved:
 a run killed at any instant resumes from the last finished epoch and rewrites what follows it.
+When training starts at epoch N (0, or the epoch a resumed run starts at), the ``epoch_M``
+folders with M >= N are removed: they belong to an earlier run in this folder, and left there
+they would be submitted with this run's.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,6 +118,7 @@ class EpochArtefacts(L.Callback):
         records = val_set.images.records
         items = [record.id if names == "id" else str(record.path) for record in records]
         self._items = items
+        self._queries = len(val_set.query_rows)
         # relative paths are taken from the folders of the whole set, so that every epoch names
         # an image alike even when some image could not be read
         relative = names == "relpath"
@@ -126,6 +132,10 @@ class EpochArtefacts(L.Callback):
                 self._pick(val_set.gallery_rows), names, "gallery", self._gallery_root
             )
         self._validated = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank == 0:
+            remove_epochs_from(self.output, trainer.current_epoch)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validated = not trainer.sanity_checking
@@ -152,6 +162,12 @@ class EpochArtefacts(L.Callback):
         return target
 
     def _write_results(self, path: Path, validation: ValidationRanking) -> None:
+        missing = self._queries - len(validation.query_rows)
+        if missing:  # a competition may refuse a file that lacks queries: say so
+            logger.warning(
+                "%d of %d queries could not be read and are not in %s; fix or replace them "
+                "before submitting it", missing, self._queries, path.name,
+            )
         # the ranking's neighbour rows index the gallery rows that were embedded
         write_competition_json(
             path,
@@ -166,6 +182,26 @@ class EpochArtefacts(L.Callback):
 
     def _pick(self, rows: np.ndarray) -> list[str]:
         return [self._items[row] for row in rows]
+
+
+def remove_epochs_from(output: str | os.PathLike[str], first: int) -> list[Path]:
+    """Remove ``output/epochs/epoch_M`` for every M >= ``first``; return what was removed.
+
+    Called as training starts at epoch ``first``: such folders were written by an earlier run in
+    this folder (this one writes its own as it reaches them), and must not be mixed with it.
+    """
+    removed = []
+    epochs = Path(output) / EPOCHS_DIR
+    for child in sorted(epochs.iterdir()) if epochs.is_dir() else []:
+        match = re.fullmatch(r"epoch_(\d+)", child.name)
+        if match and int(match.group(1)) >= first and child.is_dir():
+            logger.warning(
+                "removing %s: an earlier run in %s wrote it, and this one starts at epoch %d",
+                child, output, first,
+            )
+            shutil.rmtree(child)
+            removed.append(child)
+    return removed
 
 
 def _deepest_folder(paths: Sequence[str]) -> str | None:
