@@ -31,12 +31,13 @@ from lookalike.metrics.ranking import (
 )
 from lookalike.ranking import encode_labels, relevance
 from lookalike.search.rerank import database_augmentation, k_reciprocal_rerank, query_expansion
-from lookalike.search.topk import search_embeddings
+from lookalike.search.topk import search_embeddings, self_exclusion
 from lookalike.search.whitening import PCAWhitening
 
 logger = logging.getLogger(__name__)
 
 STEPS = ("whitening", "dba", "qe", "k_reciprocal")
+_RERANK_METRICS = ("cosine", "l2", "l1")
 
 
 @dataclass
@@ -108,7 +109,8 @@ def rank_variant(
         gallery: Gallery embeddings.
         steps: Names from :data:`STEPS`, applied in :data:`STEPS` order.
         spec: Parameters of the steps.
-        metric: Metric of the plain search; whitening, DBA and QE work in cosine space.
+        metric: Metric of the plain search; whitening, DBA and QE work in cosine space, and so
+            does k-reciprocal re-ranking after them or when ``metric`` is "ip".
         exclude_self: Queries are gallery items (matched by id), never their own neighbour.
 
     Returns:
@@ -121,7 +123,9 @@ def rank_variant(
     if depth < 1:
         raise ValueError("the gallery is too small to rank anything")
     queries, items = query.embeddings, gallery.embeddings
-    if steps:
+    if set(steps) - {"k_reciprocal"} or metric not in _RERANK_METRICS:
+        # Whitening, DBA and QE give unit vectors compared by cosine; k-reciprocal re-ranking
+        # alone keeps the plain search's metric when it is a distance it supports.
         metric = "cosine"
     if "whitening" in steps:
         fit_on = EmbeddingSet.load(spec.whitening_fit).embeddings if spec.whitening_fit else items
@@ -157,34 +161,51 @@ def ranking_metrics(
     ks: Sequence[int] = (1, 5, 10),
     map_at: int = 5,
     weights: Mapping[int, float] | None = None,
-    exclude_self: bool = False,
+    own_rows: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Metrics of a top-``K`` ranking (labelled queries): Recall@K, Precision@10, MAP@K, the
-    weighted top-k score, and MAP@R where every query's ``R`` fits in ``K``.
+    """Metrics of a top-``K`` ranking: Recall@K, Precision@10, MAP@K, the weighted top-k score,
+    and MAP@R where every query's ``R`` fits in ``K``.
+
+    As :func:`lookalike.metrics.retrieval.retrieval_metrics` (so a variant's row compares with
+    the run's ``metrics.json``), the average runs over the labelled queries with at least one
+    relevant gallery item; the others are left out.
 
     Args:
         result: ``(Q, K)`` ranking into the gallery.
-        query_labels: ``Q`` labels.
-        gallery_labels: ``N`` labels.
+        query_labels: ``Q`` labels (None: unlabelled).
+        gallery_labels: ``N`` labels (None: never relevant).
         ks: Recall cut-offs.
         map_at: K of MAP@K.
         weights: Weighted top-k score weights ``{k: weight}``.
-        exclude_self: The query's own gallery copy is not counted as relevant.
+        own_rows: ``(Q,)`` gallery row of each query's own image, -1 where it has none (see
+            :func:`lookalike.search.topk.self_exclusion`); that row is not counted as relevant.
     """
     codes = encode_labels(query_labels, gallery_labels)
     matches = relevance(result.indices, codes)
-    num_relevant = codes.num_relevant() - int(exclude_self)
+    num_relevant = codes.num_relevant()
+    if own_rows is not None:
+        own_rows = np.asarray(own_rows, dtype=np.int64)
+        own_relevant = relevance(own_rows[:, None], codes)[:, 0]
+        num_relevant = num_relevant - own_relevant
+    evaluated = num_relevant > 0
+    if not evaluated.any():
+        logger.warning("no query has a relevant item in the gallery; every metric is NaN")
+    matches, num_relevant = matches[evaluated], num_relevant[evaluated]
     width = matches.shape[1]
-    metrics = {f"recall@{k}": float(recall_at_k(matches, k)) for k in ks if k <= width}
+
+    def mean(values: np.ndarray) -> float:
+        return float(values.mean()) if values.size else float("nan")
+
+    metrics = {f"recall@{k}": mean(recall_at_k(matches, k, "none")) for k in ks if k <= width}
     if width >= 10:
-        metrics["precision@10"] = float(precision_at_k(matches, 10))
+        metrics["precision@10"] = mean(precision_at_k(matches, 10, "none"))
     if width >= map_at:
-        metrics[f"map@{map_at}"] = float(map_at_k(matches, num_relevant, map_at))
+        metrics[f"map@{map_at}"] = mean(map_at_k(matches, num_relevant, map_at, "none"))
     weights = dict(DEFAULT_TOPK_WEIGHTS if weights is None else weights)
     if max(weights) <= width:
-        metrics["weighted_topk"] = float(weighted_topk(matches, weights))
+        metrics["weighted_topk"] = mean(weighted_topk(matches, weights, "none"))
     if num_relevant.max(initial=0) <= width:
-        metrics["map@r"] = float(map_at_r(matches, num_relevant))
+        metrics["map@r"] = mean(map_at_r(matches, num_relevant, "none"))
     return metrics
 
 
@@ -211,18 +232,18 @@ def compare_variants(
             f"the baseline ranking holds {len(baseline)} x {baseline.k} neighbours; "
             f"variants need {len(query)} x {depth}"
         )
+    own_rows = self_exclusion(query.ids, gallery.ids) if exclude_self else None
     table = {}
     for name, steps in variant_steps(spec).items():
         if not steps and baseline is not None:
             table[name] = ranking_metrics(
-                baseline.top(depth), query.labels, gallery.labels, ks, map_at, weights,
-                exclude_self,
+                baseline.top(depth), query.labels, gallery.labels, ks, map_at, weights, own_rows
             )
             continue
         logger.info("ranking variant %s", name)
         result = rank_variant(query, gallery, steps, spec, metric, exclude_self)
         table[name] = ranking_metrics(
-            result, query.labels, gallery.labels, ks, map_at, weights, exclude_self
+            result, query.labels, gallery.labels, ks, map_at, weights, own_rows
         )
     return table
 

@@ -137,8 +137,8 @@ class TrainerSpec:
             ``history.csv``.
         results_k: Gallery items per query in ``results_epoch_N.json``.
         results_names: How ``results_epoch_N.json`` names images: "basename" (file names, the
-            competition format; they must be unique), "relpath" (paths relative to the query or
-            gallery folder) or "id".
+            competition format; they must be unique), "relpath" (paths relative to the deepest
+            folder holding all the query, or all the gallery, images) or "id".
         grad_checkpointing: Recompute the backbone's activations in the backward pass instead
             of keeping them (timm, open_clip and Hugging Face backbones), trading compute for
             memory for models that do not fit otherwise.
