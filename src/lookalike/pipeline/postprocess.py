@@ -123,7 +123,7 @@ def rank_variant(
     if depth < 1:
         raise ValueError("the gallery is too small to rank anything")
     queries, items = query.embeddings, gallery.embeddings
-    if set(steps) - {"k_reciprocal"} or metric not in _RERANK_METRICS:
+    if steps and (set(steps) - {"k_reciprocal"} or metric not in _RERANK_METRICS):
         # Whitening, DBA and QE give unit vectors compared by cosine; k-reciprocal re-ranking
         # alone keeps the plain search's metric when it is a distance it supports.
         metric = "cosine"
@@ -143,6 +143,15 @@ def rank_variant(
     if "qe" in steps:
         first = neighbours(query, queries, spec.qe_n, exclude_self)
         queries = query_expansion(queries, items, first, n=spec.qe_n, alpha=spec.qe_alpha)
+    if "k_reciprocal" in steps:
+        needed = max(spec.k1, spec.k2 - 1)
+        if min(depth, len(gallery) - 1) < needed:
+            raise ValueError(
+                f"k-reciprocal re-ranking with k1={spec.k1}, k2={spec.k2} needs {needed} "
+                f"candidates per query and as many other gallery items, but postprocess.depth="
+                f"{spec.depth} and a gallery of {len(gallery)} give {min(depth, len(gallery) - 1)}; "
+                "raise postprocess.depth or lower postprocess.k1"
+            )
     candidates = neighbours(query, queries, depth, exclude_self)
     if "k_reciprocal" not in steps:
         return candidates
