@@ -21,6 +21,8 @@ read labels.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import re
 import zlib
 from dataclasses import dataclass
@@ -107,9 +109,18 @@ def _check_fraction(name: str, value: float, low_inclusive: bool) -> None:
         raise ValueError(f"{name} must lie in {interval}, got {value}")
 
 
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
 def _count(fraction: float, total: int) -> int:
-    """``fraction * total`` rounded half up (Python's ``round`` rounds half to even)."""
-    return int(fraction * total + 0.5)
+    """``fraction * total`` rounded half up (Python's ``round`` rounds half to even).
+
+    The product is first rounded to 9 decimals, so a half the user wrote stays a half in binary
+    floating point (``0.7 * 45`` is ``31.499999999999996``, which is 31.5 and gives 32).
+    """
+    return math.floor(round(fraction * total, 9) + 0.5)
 
 
 def natural_key(label: str) -> list[int | str]:
@@ -122,7 +133,9 @@ def given_split(images: ImageSet) -> RetrievalSplit:
     """Use the records' own ``split`` values; records without one are left out.
 
     Raises:
-        ValueError: No record has split ``"query"`` or none has split ``"gallery"``.
+        ValueError: No record has split ``"query"`` or none has split ``"gallery"``, or one image
+            file is both a query and a gallery record (it would find itself as its best match;
+            ``all_vs_all`` searches a set against itself, leaving each query's own image out).
     """
     query = images.split("query")
     gallery = images.split("gallery")
@@ -131,6 +144,15 @@ def given_split(images: ImageSet) -> RetrievalSplit:
             f"the 'given' protocol needs records with split query and gallery, found "
             f"{len(query)} query and {len(gallery)} gallery; "
             "use all_vs_all, per_class or class_disjoint instead"
+        )
+    gallery_ids = {record.path: record.id for record in gallery.records}
+    shared = [r for r in query.records if r.path in gallery_ids]
+    if shared:
+        raise ValueError(
+            f"the 'given' protocol: {len(shared)} query images are also gallery images (first: "
+            f"{shared[0].path}, query id {shared[0].id!r}, gallery id "
+            f"{gallery_ids[shared[0].path]!r}); each would find itself as its best match: "
+            "list each image once, or use all_vs_all to search a set against itself"
         )
     unassigned = sum(r.split is None for r in images.records)
     if unassigned:
@@ -175,7 +197,7 @@ def per_class_split(
 ) -> RetrievalSplit:
     """A seeded query/gallery split inside every class.
 
-    A class of ``n >= 2`` images gives ``round(query_fraction * n)`` of them, clipped to
+    A class of ``n >= 2`` images gives ``query_fraction * n`` of them (rounded half up), clipped to
     ``[1, n - 1]``, to the query set and the rest to the gallery, so every query has a positive in
     the gallery; a single-image class goes to the gallery. Each class draws from its own generator
     seeded by ``(seed, crc32(label))``, so adding or removing a class leaves the others' splits
@@ -187,16 +209,17 @@ def per_class_split(
         query_fraction: Share of each class used as queries, in ``(0, 1)``.
         seed: Non-negative seed.
         train_fraction: Share of each class (of ``n >= 3`` images) that trains instead, in
-            ``[0, 1)``, ``round(train_fraction * n)`` clipped to ``[0, n - 2]``, drawn before the
-            query/gallery split of the rest: a classifier then knows every evaluated class (the
-            seen-classes setting of classification-style answers). 0 keeps the source's own
-            ``train`` records as the train set.
+            ``[0, 1)``, ``train_fraction * n`` rounded half up and clipped to ``[0, n - 2]``, drawn
+            before the query/gallery split of the rest: a classifier then knows every evaluated
+            class (the seen-classes setting of classification-style answers). 0 keeps the
+            source's own ``train`` records as the train set.
 
     Raises:
-        ValueError: ``query_fraction`` is out of range or no class has two images.
+        ValueError: ``query_fraction`` or ``seed`` is out of range, or no class has two images.
     """
     _check_fraction("query_fraction", query_fraction, low_inclusive=False)
     _check_fraction("train_fraction", train_fraction, low_inclusive=True)
+    _check_seed(seed)
     train, val, evaluated = _held_out(images)
     members: dict[str, list[int]] = {}
     for position, record in enumerate(evaluated):
@@ -241,12 +264,13 @@ def class_disjoint_split(
 ) -> RetrievalSplit:
     """Train on some classes, evaluate all-vs-all on the others (the CUB-200-2011/Cars196 protocol).
 
-    Classes are put in natural sort order (``natural_key``: ``"2"`` before ``"10"``), or shuffled
-    by ``seed`` when one is given. The first ``round(train_fraction * C)`` of the ``C`` classes
-    train (at least one, at most ``C - 1`` when ``train_fraction > 0``); the last
-    ``round(val_fraction * C_train)`` of those are held out as val classes. The remaining classes
-    are the test set: query = gallery = their images, ``exclude_self=True``. The source's split
-    column is ignored; unlabelled records join the test gallery as distractors.
+    Classes are put in natural sort order (``natural_key``: ``"2"`` before ``"10"``; ties such as
+    ``"01"`` and ``"1"`` by their text), or shuffled by ``seed`` when one is given. The first
+    ``train_fraction * C`` of the ``C`` classes (rounded half up) train (at least one, at most
+    ``C - 1`` when ``train_fraction > 0``); the last ``val_fraction * C_train`` (rounded half up)
+    of those are held out as val classes. The remaining classes are the test set: query =
+    gallery = their images, ``exclude_self=True``. The source's split column is ignored;
+    unlabelled records join the test gallery as distractors.
 
     Args:
         images: The records to split.
@@ -255,12 +279,14 @@ def class_disjoint_split(
         seed: Shuffle classes with this seed; natural sort order when ``None``.
 
     Raises:
-        ValueError: Fractions out of range, or too few classes to give every part one.
+        ValueError: Fractions or ``seed`` out of range, or too few classes to give every part one.
     """
     _check_fraction("train_fraction", train_fraction, low_inclusive=True)
     _check_fraction("val_fraction", val_fraction, low_inclusive=True)
-    classes = sorted(images.classes(), key=natural_key)
+    # Ties in natural order ("01" and "1") are broken by the text, not by the source's order.
+    classes = sorted(images.classes(), key=lambda label: (natural_key(label), label))
     if seed is not None:
+        _check_seed(seed)
         classes = [classes[i] for i in np.random.default_rng(seed).permutation(len(classes))]
     n_classes = len(classes)
     n_train = 0

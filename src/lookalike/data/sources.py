@@ -82,7 +82,8 @@ def folder_source(
         extensions: Image suffixes to keep (case-insensitive, with or without the dot).
         distractor_classes: Class folders whose images are unlabelled distractors (e.g.
             Caltech-101's ``BACKGROUND_Google``): they join galleries but are nobody's match.
-        exclude_classes: Class folders left out entirely.
+        exclude_classes: Class folders left out entirely (their images too where a link in
+            another class folder reaches them).
 
     Returns:
         An unsplit :class:`ImageSet` sorted by id, where id is the image path relative to ``root``
@@ -103,6 +104,10 @@ def folder_source(
             f"class folder(s) {', '.join(unknown)} not found in {root}; "
             "distractor_classes and exclude_classes name sub-folders of the root"
         )
+    # An excluded class stays out even where a link in another class folder reaches its images.
+    excluded_locations = [
+        os.path.realpath(p) for p in class_dirs if p.name in excluded and not p.is_symlink()
+    ]
     class_dirs = [p for p in class_dirs if p.name not in excluded]
     if not class_dirs:
         raise ValueError(
@@ -115,6 +120,7 @@ def folder_source(
         (class_dir, entry)
         for class_dir in class_dirs
         for entry in _walk_class_folder(class_dir, root, extensions)
+        if not any(is_inside(entry.location, folder) for folder in excluded_locations)
     ]
     records = [
         ImageRecord(
@@ -149,7 +155,7 @@ def _walk_class_folder(
 
 def _cell(value: Any) -> str | None:
     """A manifest cell as text: ``None`` when empty, missing or NaN; integral floats lose ``.0``."""
-    if value is None:
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, float):
         if math.isnan(value):
@@ -165,7 +171,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     if suffix == ".csv":
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
+        # Nullable dtypes: an integer column with empty cells stays integer (as float64 it would
+        # merge labels above 2**53) and its empty cells read as missing, not as a label "<NA>".
+        return pd.read_parquet(path, dtype_backend="numpy_nullable")
     raise ValueError(
         f"manifest {path} must be a .csv or .parquet file, not {suffix or 'no suffix'!r}"
     )
@@ -185,7 +193,8 @@ def manifest_source(
     Args:
         path: The manifest file (``.csv``, ``.parquet`` or ``.pq``).
         root: Folder that relative image paths are resolved against; the manifest's folder by
-            default. Image files are not opened here (loading reports unreadable ones).
+            default. Image files are not opened here (loading reports unreadable ones); listed
+            files that do not exist are logged as a warning naming the first one's row.
 
     Raises:
         FileNotFoundError: The manifest does not exist.
@@ -239,7 +248,39 @@ def manifest_source(
         )
     if not records:
         raise ValueError(f"manifest {path} has no rows")
+    _warn_missing_files(path, base, records)
+    _warn_repeated_files(path, records)
     return ImageSet(records)
+
+
+def _warn_repeated_files(manifest: Path, records: list[ImageRecord]) -> None:
+    """Log an image file listed on two rows under two ids (rows from 1): legitimate as a train
+    and a gallery image, but as query and gallery (or twice in all-vs-all) it finds itself."""
+    first_row: dict[Path, int] = {}
+    repeats = []
+    for row, record in enumerate(records, 1):
+        if record.path in first_row:
+            repeats.append((row, first_row[record.path], record.path))
+        else:
+            first_row[record.path] = row
+    if repeats:
+        row, first, image = repeats[0]
+        logger.warning(
+            "manifest %s: %d rows list an image another row lists too (first: row %d, %s, "
+            "as row %d); a query finds its own file where both rows are evaluated",
+            manifest, len(repeats), row, image, first,
+        )
+
+
+def _warn_missing_files(manifest: Path, base: Path, records: list[ImageRecord]) -> None:
+    """Log how many listed images do not exist, naming the first one's row (from 1)."""
+    missing = [row for row, record in enumerate(records, 1) if not record.path.exists()]
+    if missing:
+        logger.warning(
+            "manifest %s: %d of %d listed images do not exist (first: row %d, %s); they are "
+            "reported as skipped. Relative paths resolve against %s",
+            manifest, len(missing), len(records), missing[0], records[missing[0] - 1].path, base,
+        )
 
 
 @SOURCES.register("sop")
@@ -305,9 +346,11 @@ def query_gallery_source(
 
     Raises:
         FileNotFoundError: A folder does not exist.
-        ValueError: A folder holds no images.
+        ValueError: A folder holds no images, or an image is in both (one folder is, or lies
+            inside, the other): as a query it would find itself in the gallery.
     """
     records: list[ImageRecord] = []
+    walked: dict[str, tuple[Path, list[FoundImage]]] = {}
     for split, folder in (("query", query_dir), ("gallery", gallery_dir)):
         folder = Path(folder).absolute()
         if not folder.is_dir():
@@ -315,6 +358,9 @@ def query_gallery_source(
         images = unique_images(walk_images(folder, extensions))
         if not images:
             raise ValueError(f"{split} folder {folder} holds no images")
+        walked[split] = (folder, images)
+    _refuse_shared_images(walked["query"], walked["gallery"])
+    for split, (folder, images) in walked.items():
         records.extend(
             ImageRecord(
                 id=f"{split}/{found.path.relative_to(folder).as_posix()}",
@@ -325,6 +371,24 @@ def query_gallery_source(
             for found in images
         )
     return ImageSet(records)
+
+
+def _refuse_shared_images(
+    query: tuple[Path, list[FoundImage]], gallery: tuple[Path, list[FoundImage]]
+) -> None:
+    """Raise when a file is both a query and a gallery image."""
+    gallery_locations = {found.location for found in gallery[1] if found.unreadable is None}
+    shared = [
+        found.path
+        for found in query[1]
+        if found.unreadable is None and found.location in gallery_locations
+    ]
+    if shared:
+        raise ValueError(
+            f"{len(shared)} of the {len(query[1])} query images in {query[0]} are also gallery "
+            f"images in {gallery[0]} (first: {shared[0]}); each would find itself as its best "
+            "match: give query and gallery folders that share no image"
+        )
 
 
 def load_source(spec: str | os.PathLike[str] | Mapping[str, Any], **kwargs: Any) -> ImageSet:
