@@ -91,5 +91,5 @@ def test_collapse_monitor() -> None:
 
 def test_simsiam_needs_two_views() -> None:
     loss = create_loss("simsiam", embedding_dim=5, num_classes=None)
-    with pytest.raises(ValueError, match="needs a caption column or two views"):
+    with pytest.raises(ValueError, match="loss 'simsiam' needs two views of each image"):
         loss(torch.randn(4, 5), torch.arange(4))

@@ -51,7 +51,8 @@ class ConsistencyLoss(RetrievalLoss):
 
     Args:
         rampup_steps: Steps of the sigmoid-shaped ramp-up; 0 for none.
-        detach_target: Stop the gradient through the weak view (it is the target).
+        detach_target: Stop the gradient through the weak view's output (it is the target):
+            neither the weak embeddings nor a classifier's weights get one through it.
     """
 
     needs_view_pairs = True
@@ -126,6 +127,14 @@ class ProbabilityConsistency(ConsistencyLoss):
         self.class_logits: Callable[[Tensor], Tensor] = part.class_logits
         self.multilabel = part.classifier_activation == "sigmoid"
 
+    def target_logits(self, weak: Tensor) -> Tensor:
+        """The classifier's logits of the weak views: the target, a constant unless
+        ``detach_target`` is off. Detaching the weak embeddings alone would still let the
+        gradient reach the classifier's weights through the target (FixMatch and UDA stop it
+        on the whole target distribution)."""
+        logits = self.class_logits(weak)
+        return logits.detach() if self.detach_target else logits
+
 
 def _classifier_part(
     name: str, siblings: Mapping[str, RetrievalLoss], classifier: str | None
@@ -154,7 +163,7 @@ class MSEConsistencyLoss(ProbabilityConsistency):
 
     def divergence(self, weak: Tensor, strong: Tensor) -> Tensor:
         activate = torch.sigmoid if self.multilabel else (lambda logits: logits.softmax(dim=1))
-        return F.mse_loss(activate(self.class_logits(strong)), activate(self.class_logits(weak)))
+        return F.mse_loss(activate(self.class_logits(strong)), activate(self.target_logits(weak)))
 
 
 @register_loss("consistency_kl")
@@ -162,7 +171,7 @@ class KLConsistencyLoss(ProbabilityConsistency):
     """``KL(p_weak || p_strong)`` per image, softmax or Bernoulli per class (see the module)."""
 
     def divergence(self, weak: Tensor, strong: Tensor) -> Tensor:
-        target_logits, logits = self.class_logits(weak), self.class_logits(strong)
+        target_logits, logits = self.target_logits(weak), self.class_logits(strong)
         if self.multilabel:
             target = torch.sigmoid(target_logits)
             log_p, log_not_p = F.logsigmoid(target_logits), F.logsigmoid(-target_logits)

@@ -101,6 +101,21 @@ class SimSiamLoss(RetrievalLoss):
         )
         self.predictor = predictor(projection_dim, predictor_dim)
 
+    def validate(
+        self, *, has_labels: bool, has_text: bool, has_views: bool, has_view_pairs: bool = False
+    ) -> None:
+        """As :meth:`RetrievalLoss.validate`; captions alone do not do: SimSiam needs two views."""
+        if not has_views:
+            raise ValueError(
+                f"loss {self.name!r} needs two views of each image: set data.two_views=true"
+            )
+        super().validate(
+            has_labels=has_labels,
+            has_text=has_text,
+            has_views=has_views,
+            has_view_pairs=has_view_pairs,
+        )
+
     def forward(
         self,
         embeddings: Tensor,

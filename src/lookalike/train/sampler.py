@@ -57,6 +57,11 @@ class EpochSampler(Sampler[TrainKey]):
         self.batch_size = batch_size
         self.m = m
         if kind == "m_per_class":
+            if batch_size < 1 or m < 1 or batch_size % m:
+                raise ValueError(
+                    f"m_per_class sampler: data.batch_size {batch_size} must be a positive "
+                    f"multiple of data.m {m}"
+                )
             classes = len(set(self.labels))
             global_batch = batch_size * world_size
             if classes * m < global_batch or len(self.labels) < global_batch:
