@@ -12,7 +12,7 @@ from lookalike.train.sampler import EpochSampler
 
 
 def indices(sampler: EpochSampler) -> list[int]:
-    return [index for _, index in sampler]
+    return [index for _, index, *_ in sampler]
 
 
 def test_classes_smaller_than_m_fill_their_m_slots_by_drawing_again() -> None:
@@ -69,7 +69,7 @@ def test_length_is_what_iterates_and_ranks_are_disjoint(kind: str, world_size: i
             range(35),
             batch_size=4,
             drop_last=True,
-            sampler=[i for _, i in EpochSampler(labels, kind, 4, 2, seed=2)],
+            sampler=[i for _, i, *_ in EpochSampler(labels, kind, 4, 2, seed=2)],
         )
         assert [len(batch) for batch in loader] == [4] * 8
 

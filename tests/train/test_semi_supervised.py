@@ -61,7 +61,7 @@ def test_unlabelled_sampler_cycles_in_a_seeded_order() -> None:
     sampler = UnlabelledSampler(count=5, batch_size=4, batches=3, seed=1, epoch=2)
     keys = list(sampler)
     assert len(keys) == len(sampler) == 12 and {epoch for epoch, _ in keys} == {2}
-    indices = [index for _, index in keys]
+    indices = [index for _, index, *_ in keys]
     assert sorted(indices[:5]) == list(range(5)) and sorted(indices[5:10]) == list(range(5))
     assert indices == [i for _, i in UnlabelledSampler(5, 4, 3, seed=1, epoch=2)]
     sampler.set_epoch(3)

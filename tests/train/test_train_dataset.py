@@ -45,3 +45,23 @@ def test_collate_drops_broken_images_and_stacks_fields(tmp_path: Path) -> None:
     assert batch["images"].shape == (1, 3, 24, 24)
     assert batch["labels"].tolist() == [0] and batch["indices"].tolist() == [0]
     assert batch["captions"] == ["a cat"]
+
+
+def test_an_image_drawn_again_in_its_epoch_is_another_view_not_a_copy(image_folder: Path) -> None:
+    """The m-per-class sampler fills a class of fewer than m images by drawing again: each
+    further draw has its own key and augmentation, so a batch holds no pixel-identical pair
+    (a zero-distance "positive"), while first draws keep the seeds they always had."""
+    from lookalike.train.sampler import EpochSampler
+
+    images = load_source(f"folder:{image_folder}")
+    labels = [0] + [1] * (len(images) - 1)  # class 0 has one image; m = 3 draws it thrice
+    sampler = EpochSampler(labels, "m_per_class", batch_size=6, m=3, seed=0)
+    keys = list(sampler)
+    lonely = [key for key in keys if key[1] == 0]
+    assert lonely and lonely[0] == (0, 0) and lonely[1:] == [(0, 0, r) for r in range(1, len(lonely))]
+    dataset = TrainDataset(images, train_transform(PRE, "strong"), labels)
+    views = [dataset[key]["image"] for key in lonely]
+    for first in range(len(views)):
+        for second in range(first + 1, len(views)):
+            assert not torch.equal(views[first], views[second])
+    torch.testing.assert_close(dataset[(0, 0)]["image"], views[0])  # first draw: unchanged seed

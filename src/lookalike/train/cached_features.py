@@ -104,7 +104,7 @@ class _TrainFeatures(Dataset[dict[str, Any] | None]):
         return len(self.cached.present)
 
     def __getitem__(self, key: TrainKey | int) -> dict[str, Any] | None:
-        _, index = key if isinstance(key, tuple) else (0, key)
+        index = key[1] if isinstance(key, tuple) else key
         if not self.cached.present[index]:
             return None
         item: dict[str, Any] = {"image": self.cached.features[index], "index": index}

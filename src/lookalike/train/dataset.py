@@ -1,7 +1,9 @@
 """Augmented training items and their batches.
 
-Each image is augmented under a torch seed derived from ``(seed, epoch, index)``
-(:mod:`lookalike.train.seeding`), so a batch is the same whichever worker builds it.
+Each image is augmented under a torch seed derived from ``(seed, epoch, index)`` (and, for a
+further draw of the same image in its epoch, its repeat number; see
+:data:`~lookalike.train.sampler.TrainKey`) (:mod:`lookalike.train.seeding`), so a batch is the
+same whichever worker builds it, and two draws of one image are two views of it.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class TrainDataset(Dataset[dict[str, Any] | None]):
         return len(self.images)
 
     def __getitem__(self, key: TrainKey | int) -> dict[str, Any] | None:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index, *repeat = key if isinstance(key, tuple) else (0, key)
         record = self.images[index]
         try:
             image = load_record(record)
@@ -69,7 +71,7 @@ class TrainDataset(Dataset[dict[str, Any] | None]):
             logger.warning("skipping training image %s: %s", error.path, error.reason)
             return None
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, epoch, index))
+            torch.manual_seed(mix_seed(self.seed, epoch, index, *repeat))
             item: dict[str, Any] = {"image": self.transform(image), "index": index}
             if self.two_views:
                 item["view"] = self.view_transform(image)

@@ -13,7 +13,10 @@ from torch.utils.data import Sampler
 
 from lookalike.train.seeding import mix_seed, numpy_seeded
 
-TrainKey = tuple[int, int]
+TrainKey = tuple[int, ...]
+"""``(epoch, index)``, or ``(epoch, index, repeat)`` for the ``repeat``-th further draw of an image
+in its epoch (the m-per-class sampler draws a class of fewer than m images again): a repeat is
+augmented under its own seed, so it is another view of the image, not a pixel-identical copy."""
 
 
 class EpochSampler(Sampler[TrainKey]):
@@ -103,12 +106,25 @@ class EpochSampler(Sampler[TrainKey]):
         else:
             generator = torch.Generator().manual_seed(seed)
             order = torch.randperm(len(self.labels), generator=generator).tolist()
+        keys = _epoch_keys(self.epoch, order)  # counted over the global order: as on one process
         if self.world_size > 1:
             size = self.batch_size
             step = size * self.world_size
-            order = [
-                i
-                for start in range(0, len(order) - step + 1, step)
-                for i in order[start + self.rank * size : start + (self.rank + 1) * size]
+            keys = [
+                key
+                for start in range(0, len(keys) - step + 1, step)
+                for key in keys[start + self.rank * size : start + (self.rank + 1) * size]
             ]
-        return iter([(self.epoch, index) for index in order])
+        return iter(keys)
+
+
+def _epoch_keys(epoch: int, order: list[int]) -> list[TrainKey]:
+    """The keys of ``order``: ``(epoch, index)`` at an image's first draw in the epoch,
+    ``(epoch, index, repeat)`` at its ``repeat``-th further draw."""
+    drawn: dict[int, int] = {}
+    keys: list[TrainKey] = []
+    for index in order:
+        repeat = drawn.get(index, 0)
+        drawn[index] = repeat + 1
+        keys.append((epoch, index) if repeat == 0 else (epoch, index, repeat))
+    return keys
