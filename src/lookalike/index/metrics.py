@@ -40,7 +40,10 @@ class Metric:
         if self.name in ("cosine", "ip"):
             return queries @ gallery.T
         if self.name == "l2":
-            return torch.cdist(queries, gallery, p=2.0)
+            # Not the |x|^2 + |y|^2 - 2xy expansion torch uses for large inputs: it rounds in
+            # the squared distance, so near zero a distance is off by ~sqrt(eps) * |x| and an
+            # exact duplicate of an unnormalised embedding can rank below a near copy.
+            return torch.cdist(queries, gallery, p=2.0, compute_mode="donot_use_mm_for_euclid_dist")
         return torch.cdist(queries, gallery, p=1.0)
 
     def worst(self) -> float:

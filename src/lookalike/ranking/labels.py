@@ -64,6 +64,15 @@ def _as_list(labels: Iterable[Hashable | None] | np.ndarray | torch.Tensor, name
     return list(labels)
 
 
+def _equals_itself(label: Hashable) -> bool:
+    """False for NaN, ``pd.NA`` and ``NaT``: as dict keys they are one class or many depending on
+    object identity (pandas shares one ``np.nan``), so they cannot be labels."""
+    try:
+        return bool(label == label)  # noqa: PLR0124 (deliberate: NaN is not equal to itself)
+    except (TypeError, ValueError):
+        return False
+
+
 def encode_labels(
     query_labels: Iterable[Hashable | None],
     gallery_labels: Iterable[Hashable | None],
@@ -77,7 +86,9 @@ def encode_labels(
         allow_unlabelled: When False, a ``None`` label is an error (pure metric evaluation).
 
     Raises:
-        ValueError: A label is unhashable, or ``None`` where ``allow_unlabelled`` is False.
+        ValueError: A label is unhashable, is a missing value other than ``None`` (NaN,
+            ``pd.NA``, ``NaT``: not equal to itself), or is ``None`` where ``allow_unlabelled``
+            is False.
     """
     codes: dict[Hashable, int] = {}
 
@@ -95,6 +106,11 @@ def encode_labels(
                 out[row] = codes.setdefault(label, len(codes))
             except TypeError as error:
                 raise ValueError(f"{name}[{row}] = {label!r} is not hashable") from error
+            if not _equals_itself(label):
+                raise ValueError(
+                    f"{name}[{row}] is {label!r}, a missing value that is no label; use None "
+                    "for an image without a label"
+                )
         return out
 
     gallery = encode(_as_list(gallery_labels, "gallery_labels"), "gallery_labels", UNLABELLED_GALLERY)

@@ -99,13 +99,21 @@ class Ranking:
         return out
 
     def select(self, rows: np.ndarray) -> Ranking:
-        """The ranking of the queries ``rows`` only (gallery unchanged)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        position = np.full(self.num_queries, -1, dtype=np.int64)
-        position[rows] = np.arange(len(rows))
-        keep = position[self.positive_query] >= 0
-        new_query = position[self.positive_query[keep]]
-        order = np.lexsort((self.positive_rank[keep], new_query))
+        """The ranking of the queries ``rows`` only, in that order (gallery unchanged).
+
+        A row may repeat (a bootstrap sample of the queries): each copy keeps every relevant
+        item of its query.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.num_queries):
+            raise ValueError(f"query rows must lie in [0, {self.num_queries})")
+        # positive_query is sorted, so each query's relevant items are one run of the arrays.
+        counts = np.bincount(self.positive_query, minlength=self.num_queries)
+        starts = np.cumsum(counts) - counts
+        new_counts = counts[rows]
+        new_starts = np.cumsum(new_counts) - new_counts
+        new_query = np.repeat(np.arange(len(rows), dtype=np.int64), new_counts)
+        source = np.repeat(starts[rows] - new_starts, new_counts) + np.arange(len(new_query))
         codes = LabelCodes(self.codes.query[rows], self.codes.gallery, self.codes.classes)
         return Ranking(
             SearchResult(
@@ -114,8 +122,8 @@ class Ranking:
                 self.neighbours.higher_is_better,
             ),
             codes,
-            new_query[order],
-            self.positive_rank[keep][order],
+            new_query,
+            self.positive_rank[source],
             self.metric,
             None if self.exclude_rows is None else self.exclude_rows[rows],
         )

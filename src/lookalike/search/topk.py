@@ -50,7 +50,7 @@ def search(
 
     Raises:
         ValueError: ``k`` or ``batch_size`` is below 1, the queries are not ``(Q, D)``, or
-            ``exclude_rows`` does not hold one entry per query.
+            ``exclude_rows`` does not hold one entry per query, each a gallery row or -1.
     """
     if int(k) < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -65,6 +65,14 @@ def search(
             raise ValueError(
                 f"exclude_rows has {exclude_rows.shape[0]} entries but there are "
                 f"{queries.shape[0]} queries"
+            )
+        # A row outside the gallery would exclude nothing: the query would find itself.
+        outside = np.flatnonzero((exclude_rows < -1) | (exclude_rows >= index.ntotal))
+        if index.ntotal and outside.size:
+            first = int(outside[0])
+            raise ValueError(
+                f"exclude_rows[{first}] = {int(exclude_rows[first])} is no gallery row; each "
+                f"entry must lie in [0, {index.ntotal}) or -1 (see self_exclusion)"
             )
     if index.ntotal:  # an empty index is refused by index.search itself
         k = min(int(k), index.ntotal)
