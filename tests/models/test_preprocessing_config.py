@@ -42,4 +42,4 @@ def test_round_trip_and_validation() -> None:
     with pytest.raises(ValueError, match="interpolation"):
         Preprocessing(interpolation="lanczos9")
     with pytest.raises(ValueError, match="crop_pct"):
-        Preprocessing(crop_pct=1.5)
+        Preprocessing(crop_pct=2.5)

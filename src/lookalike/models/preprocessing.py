@@ -23,6 +23,9 @@ _INTERPOLATIONS = {
     "nearest": v2.InterpolationMode.NEAREST,
 }
 _CROP_MODES = (None, "center", "squash")
+# timm ships crop_pct above 1 (volo_d4_448: 1.15): the crop is larger than the resized image and
+# pads it with black, as timm's CenterCrop does
+_MAX_CROP_PCT = 2.0
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,12 @@ class Preprocessing:
         interpolation: "bilinear", "bicubic" or "nearest".
         crop_pct: Fraction of the resized image kept by the centre crop (timm's convention:
             resize the short side to ``input_size / crop_pct``, then centre-crop ``input_size``).
-            1.0 means resize straight to ``input_size``.
+            1.0 means resize straight to ``input_size``; above 1.0 the crop pads with black.
         crop_mode: "center" (resize the short side to ``input_size / crop_pct``, then centre-crop,
             as timm, open_clip's "shortest" mode and torchvision do, also at ``crop_pct=1.0``) or
-            "squash" (resize both sides to ``input_size``, ignoring the aspect ratio). ``None``
-            keeps the rule above: squash at ``crop_pct=1.0``, centre crop below it.
+            "squash" (resize both sides to ``input_size / crop_pct``, ignoring the aspect ratio,
+            then centre-crop ``input_size``, as timm's "squash" does). ``None`` keeps the rule
+            above: squash at ``crop_pct=1.0``, centre crop below it.
     """
 
     input_size: int = 224
@@ -55,8 +59,8 @@ class Preprocessing:
             raise ValueError(
                 f"unknown interpolation {self.interpolation!r}; valid: {', '.join(_INTERPOLATIONS)}"
             )
-        if not 0.0 < self.crop_pct <= 1.0:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if not 0.0 < self.crop_pct <= _MAX_CROP_PCT:
+            raise ValueError(f"crop_pct must be in (0, {_MAX_CROP_PCT}], got {self.crop_pct}")
         if self.crop_mode not in _CROP_MODES:
             raise ValueError(f"unknown crop_mode {self.crop_mode!r}; valid: center, squash, None")
 
@@ -87,9 +91,12 @@ def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
         preprocessing.crop_mode is None and preprocessing.crop_pct >= 1.0
     )
     if squash:
-        geometry: list[Any] = [
-            v2.Resize((preprocessing.input_size, preprocessing.input_size), interpolation, antialias=True)
-        ]
+        # timm's "squash": both sides to input_size / crop_pct, then the centre crop; the crop is
+        # a no-op at crop_pct=1.0 (open_clip's and transformers' squash)
+        side = preprocessing.resize_size
+        geometry: list[Any] = [v2.Resize((side, side), interpolation, antialias=True)]
+        if side != preprocessing.input_size:
+            geometry.append(v2.CenterCrop(preprocessing.input_size))
     else:
         geometry = [
             v2.Resize(preprocessing.resize_size, interpolation, antialias=True),

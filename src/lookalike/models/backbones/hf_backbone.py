@@ -13,6 +13,7 @@ ImageNet defaults at the config's image size when there is none.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from typing import Any
@@ -75,6 +76,12 @@ class HFBackbone(Backbone):
         if config_object.model_type == "clip":
             config_object = config_object.vision_config
         self._is_clip = config_object.model_type in _CLIP_TYPES
+        # ViTMAEModel drops a random 75 % of the patches in every forward, eval included (its
+        # pre-training masking): embed every patch, in order
+        self._is_mae = config_object.model_type == "vit_mae"
+        if self._is_mae and config_object.mask_ratio:
+            config_object = copy.deepcopy(config_object)
+            config_object.mask_ratio = 0.0
 
         self.model = self._build(model_name, config_object, resolved, model_kwargs)
         if resolved not in (None, "pretrained"):
@@ -114,7 +121,13 @@ class HFBackbone(Backbone):
         return AutoModel.from_config(config, **model_kwargs)
 
     def _raw(self, images: torch.Tensor) -> torch.Tensor:
-        output = self.model(pixel_values=images)
+        if self._is_mae:
+            patch = self.model.config.patch_size
+            count = (images.shape[-2] // patch) * (images.shape[-1] // patch)
+            in_order = torch.arange(count, device=images.device, dtype=torch.float32)
+            output = self.model(pixel_values=images, noise=in_order.expand(images.shape[0], -1))
+        else:
+            output = self.model(pixel_values=images)
         if self._is_clip:
             tokens = self.model.vision_model.post_layernorm(output.last_hidden_state)
             return self.model.visual_projection(tokens)
@@ -169,6 +182,7 @@ def _preprocessing(model_name: str, config: Any, from_hub: bool) -> Preprocessin
             processor, _ = ImageProcessingMixin.get_image_processor_dict(model_name)
         except (OSError, ValueError) as exc:
             logger.warning("no image processor config for %s (%s); using defaults", model_name, exc)
+        processor = _as_its_class_reads_it(model_name, processor)
     image_size = getattr(config, "image_size", 224)
     image_size = max(image_size) if isinstance(image_size, tuple | list) else int(image_size)
     is_clip = config.model_type in _CLIP_TYPES
@@ -184,25 +198,74 @@ def _preprocessing(model_name: str, config: Any, from_hub: bool) -> Preprocessin
             crop_pct=1.0 if is_clip else 0.875,
             crop_mode="center",
         )
+    if not processor.get("do_normalize", True):
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    for key in ("do_flip_channel_order", "rescale_offset", "include_top"):
+        if processor.get(key):
+            logger.warning("%s: image processor option %s is not reproduced here", model_name, key)
     size = processor.get("size", image_size)
     shortest = size.get("shortest_edge") if isinstance(size, dict) else int(size)
     resize_side = shortest or (size.get("height") if isinstance(size, dict) else image_size)
-    crop = processor.get("crop_size") if processor.get("do_center_crop") else None
-    if crop is not None:
-        crop_side = int(crop["height"] if isinstance(crop, dict) else crop)
-        return Preprocessing(
-            input_size=crop_side,
-            mean=mean,  # type: ignore[arg-type]
-            std=std,  # type: ignore[arg-type]
-            interpolation=interpolation,
-            crop_pct=min(1.0, crop_side / int(resize_side)),
-            crop_mode="center",
+    if not resize_side:
+        raise ValueError(
+            f"hf:{model_name}: image processor size {size} has neither 'shortest_edge' nor "
+            "'height'; pass config= and set the embedder's preprocessing yourself"
         )
+    resize_side = int(resize_side)
+    mode = "center" if shortest else "squash"
+    kind = str(processor.get("image_processor_type", ""))
+    crop_pct = processor.get("crop_pct")
+    crop = processor.get("crop_size") if processor.get("do_center_crop") else None
+    crop_side = int(crop["height"] if isinstance(crop, dict) else crop) if crop else resize_side
+    if kind.startswith("ConvNext") and shortest:
+        # ConvNextImageProcessor (also ResNet, RegNet, ConvNeXt V2): below 384 px the short side
+        # goes to int(S / crop_pct) and the centre S is cropped; from 384 px on it warps to S x S
+        crop_side = resize_side
+        if resize_side < 384:
+            resize_side = int(resize_side / float(crop_pct or 224 / 256))
+        else:
+            mode = "squash"
+    elif kind.startswith("Levit") and shortest:
+        resize_side = int((256 / 224) * resize_side)  # LevitImageProcessor's own rule
+    elif crop_pct is not None and crop:
+        resize_side = int(resize_side / float(crop_pct))  # PoolFormerImageProcessor
     return Preprocessing(
-        input_size=int(resize_side),
+        input_size=crop_side,
         mean=mean,  # type: ignore[arg-type]
         std=std,  # type: ignore[arg-type]
         interpolation=interpolation,
-        crop_pct=1.0,
-        crop_mode="center" if shortest else "squash",
+        crop_pct=_crop_pct(crop_side, resize_side),
+        crop_mode=mode,
     )
+
+
+def _as_its_class_reads_it(model_name: str, processor: dict[str, Any]) -> dict[str, Any]:
+    """The processor settings after its own class has read them: an integer ``size`` becomes the
+    class's square or short-side dict (``ViTImageProcessor``: 224 -> 224 x 224), absent keys take
+    the class's defaults (``resample``). Unchanged when the class is not named or not known."""
+    import transformers
+
+    name = processor.get("image_processor_type") or str(
+        processor.get("feature_extractor_type", "")
+    ).replace("FeatureExtractor", "ImageProcessor")
+    processor_class = getattr(transformers, name, None) if name else None
+    if processor_class is None:
+        return processor
+    settings = {
+        key: value
+        for key, value in processor.items()
+        if key not in ("image_processor_type", "feature_extractor_type", "processor_class")
+    }
+    try:
+        return dict(processor_class(**settings).to_dict())
+    except (TypeError, ValueError) as exc:
+        logger.warning("%s: %s cannot read its settings (%s)", model_name, name, exc)
+        return processor
+
+
+def _crop_pct(crop_side: int, resize_side: int) -> float:
+    """The ``crop_pct`` whose ``floor(crop_side / crop_pct)`` is exactly ``resize_side``."""
+    crop_pct = crop_side / resize_side
+    if int(crop_side / crop_pct) != resize_side:
+        crop_pct = crop_side / (resize_side + 0.5)
+    return crop_pct

@@ -53,6 +53,12 @@ class TimmBackbone(Backbone):
                 f"unknown timm model {model_name!r}; close names: {', '.join(close) or 'none'} "
                 "(all names: timm.list_models())"
             )
+        img_size = model_kwargs.get("img_size")
+        if isinstance(img_size, tuple | list) and len(set(img_size)) > 1:
+            raise ValueError(
+                f"timm:{model_name}: img_size={tuple(img_size)} is not square, and lookalike's "
+                f"eval transform makes square inputs; pass one side, e.g. img_size={max(img_size)}"
+            )
         self.name = f"timm:{model_name}"
         self.config_kwargs = dict(model_kwargs)
         self.model = timm.create_model(
