@@ -37,6 +37,29 @@ def faiss_gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def describe_faiss_index(index: Any) -> str:
+    """The structure of a CPU FAISS index: its class and the sizes fixed when it was built
+    (IVF cells, PQ sub-quantisers and bits, HNSW neighbours, scalar quantiser type), e.g.
+    ``IndexRefine(IndexIVFPQ(nlist=16, m=8, nbits=8), IndexScalarQuantizer(qtype=0))``."""
+    # ``index`` stays referenced: the downcast view does not own the C++ object.
+    typed = faiss.downcast_index(index)
+    # IndexFlat is read back as IndexFlatL2 / IndexFlatIP: the metric is checked on its own.
+    name = "IndexFlat" if isinstance(typed, faiss.IndexFlat) else type(typed).__name__
+    if isinstance(typed, faiss.IndexRefine):
+        base, refine = typed.base_index, typed.refine_index
+        return f"{name}({describe_faiss_index(base)}, {describe_faiss_index(refine)})"
+    sizes: list[str] = []
+    if isinstance(typed, faiss.IndexIVF):
+        sizes.append(f"nlist={typed.nlist}")
+    if isinstance(typed, faiss.IndexIVFPQ):
+        sizes += [f"m={typed.pq.M}", f"nbits={typed.pq.nbits}"]
+    if isinstance(typed, faiss.IndexHNSW):
+        sizes.append(f"M={typed.hnsw.nb_neighbors(1)}")
+    if isinstance(typed, faiss.IndexScalarQuantizer):
+        sizes.append(f"qtype={typed.sq.qtype}")
+    return f"{name}({', '.join(sizes)})"
+
+
 class FaissIndex(Index):
     """Common machinery: build from a FAISS factory string, move to GPU, train, search, save.
 
@@ -221,6 +244,18 @@ class FaissIndex(Index):
                 f"{path} holds a FAISS index of dimension {cpu_index.d} and metric type "
                 f"{cpu_index.metric_type}, but its folder describes dimension {self.dim} and "
                 f"metric {self.metric.name!r}; {_REBUILD}"
+            )
+        # A file of another structure (an HNSW graph under a folder saying "flat", PQ codes
+        # under "ivf_flat") would load and answer approximately under an exact kind's name.
+        fresh = faiss.index_factory(
+            self.dim, self.factory_string(), _FAISS_METRICS[self.metric.name]
+        )
+        expected = describe_faiss_index(fresh)
+        found = describe_faiss_index(cpu_index)
+        if found != expected:
+            raise ArtefactError(
+                f"{path} holds a FAISS {found} index, but its folder describes kind "
+                f"{self.kind!r} ({expected}); {_REBUILD}"
             )
         self._index = self._to_device(cpu_index)
         self._memory_mapped = bool(flags & faiss.IO_FLAG_MMAP) and self.device == "cpu"

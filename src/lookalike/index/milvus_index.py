@@ -310,14 +310,16 @@ class MilvusIndex(Index):
             self._created = True
         client = self._client()
         try:
-            dim, metric_type = store.collection_facts(client, self.collection)
+            dim, metric_type, index_type = store.collection_facts(client, self.collection)
         except ValueError as error:
             raise ArtefactError(f"{path}: {error}; {_REBUILD}") from None
         expected = store.MILVUS_METRICS[self.metric.name]
-        if dim != self.dim or metric_type != expected:
+        # An HNSW collection under a folder saying FLAT would answer approximately as "exact".
+        if dim != self.dim or metric_type != expected or index_type != self.index_type:
             raise ArtefactError(
-                f"{path} holds a Milvus collection of dimension {dim} and metric {metric_type}, "
-                f"but its folder describes dimension {self.dim} and metric {expected}; {_REBUILD}"
+                f"{path} holds a Milvus collection of dimension {dim}, metric {metric_type} and "
+                f"index type {index_type}, but its folder describes dimension {self.dim}, metric "
+                f"{expected} and index type {self.index_type}; {_REBUILD}"
             )
 
     # -- internals ----------------------------------------------------------------------------

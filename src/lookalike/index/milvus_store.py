@@ -183,8 +183,8 @@ def _lite_index_param(pymilvus: Any, index_type: str, settings: dict[str, Any]) 
     return LiteIndexParam(VECTOR_FIELD, index_type, "", **settings)
 
 
-def collection_facts(client: Any, name: str) -> tuple[int, str]:
-    """The vector width and Milvus metric type of collection ``name``.
+def collection_facts(client: Any, name: str) -> tuple[int, str, str]:
+    """The vector width, Milvus metric type and index type of collection ``name``.
 
     Raises:
         ValueError: The collection does not exist.
@@ -197,8 +197,9 @@ def collection_facts(client: Any, name: str) -> tuple[int, str]:
         for field in described["fields"]
         if field["name"] == VECTOR_FIELD
     )
-    metric_type = str(client.describe_index(name, VECTOR_FIELD).get("metric_type", ""))
-    return dim, metric_type.upper()
+    described_index = client.describe_index(name, VECTOR_FIELD)
+    metric_type = str(described_index.get("metric_type", ""))
+    return dim, metric_type.upper(), str(described_index.get("index_type", "")).upper()
 
 
 class LiteWorkspace:
