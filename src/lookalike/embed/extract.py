@@ -43,6 +43,7 @@ from lookalike.embed.shards import (
     SKIPPED_FILE,
     Shard,
     ShardFiles,
+    absolute_paths,
     assemble_shards,
     check_shard_settings,
     write_skipped_csv,
@@ -193,7 +194,13 @@ def embed_in_shards(
         if not (build / SHARDS_DIR).exists():
             # A finished folder's shards (those matching its manifest) are finished work.
             link_verified_files(target, build, under=SHARDS_DIR)
-        files = ShardFiles(build / SHARDS_DIR, info["fingerprint"], list(info["tta"]))
+        files = ShardFiles(
+            build / SHARDS_DIR,
+            info["fingerprint"],
+            list(info["tta"]),
+            info["amp"],
+            absolute_paths(image_set),
+        )
         finished = files.load_finished(image_set.ids)
         result = assemble_shards(image_set, embed_shards(finished, files), dim, info)
         write_skipped_csv(build / SKIPPED_FILE, result.info["skipped"])

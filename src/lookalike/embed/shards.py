@@ -10,10 +10,11 @@ batches and closes once it holds ``shard_size`` images or has taken ``shard_seco
 so a killed job loses about a minute at most, however large its shards. Batches are cut from the
 resume point on, so every batch (and every embedding) is the one an uninterrupted run computes.
 
-A shard file is tagged with the embedder fingerprint, the test-time augmentation, its first row
-and the ids of its images, so a stale shard is never reused; the longest run of reusable shards
-from the first image on is kept, and the finished shards are assembled, in order, into one
-:class:`EmbeddingSet`.
+A shard file is tagged with the embedder fingerprint, the test-time augmentation, the autocast
+dtype, its first row and the ids and absolute paths of its images, so a stale shard is never
+reused (ids alone are not enough: a folder source's ids are paths relative to its root, the same
+for two copies of a dataset); the longest run of reusable shards from the first image on is kept,
+and the finished shards are assembled, in order, into one :class:`EmbeddingSet`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import csv
 import io
 import json
 import logging
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,15 +67,30 @@ def batches_from(start: int, size: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, size))) for i in range(start, size, batch_size)]
 
 
+def absolute_paths(image_set: ImageSet) -> list[str]:
+    """The absolute path of every image of ``image_set``, as shards record them."""
+    return [os.path.abspath(path) for path in image_set.paths]
+
+
 @dataclass(frozen=True)
 class ShardFiles:
     """``shard_dir/shard_00000.npz`` ...: one atomic file per finished shard, tagged with the
-    embedder fingerprint, the TTA, its first row and the ids of its images so a stale shard is
-    never reused."""
+    embedder fingerprint, the TTA, the autocast dtype, its first row and the ids and paths of its
+    images so a stale shard is never reused.
+
+    Attributes:
+        shard_dir: The folder of the shard files.
+        fingerprint: The embedder's fingerprint.
+        tta: The test-time augmentation names.
+        amp: The autocast dtype's name (``"bfloat16"``), ``None`` for full precision.
+        paths: The absolute path of every image of the set (:func:`absolute_paths`), in order.
+    """
 
     shard_dir: Path
     fingerprint: str
     tta: list[str]
+    amp: str | None
+    paths: list[str]
 
     def path(self, number: int) -> Path:
         """The file of shard ``number``."""
@@ -90,8 +107,10 @@ class ShardFiles:
                 skipped_rows=np.array([row for row, _ in shard.skipped], dtype=np.int64),
                 skipped_reasons=np.array([reason for _, reason in shard.skipped], dtype=str),
                 ids=np.array(ids, dtype=str),
+                paths=np.array(self.paths[shard.start : shard.stop], dtype=str),
                 fingerprint=np.array(self.fingerprint),
                 tta=np.array(json.dumps(self.tta)),
+                amp=np.array(json.dumps(self.amp)),
             )
 
     def load_finished(self, ids: list[str]) -> list[Shard]:
@@ -108,25 +127,32 @@ class ShardFiles:
                 break
             shards.append(shard)
             start = shard.stop
-        stale = sorted(self.shard_dir.glob("shard_*.npz"))[len(shards):]
-        for path in stale:
-            path.unlink()
+        # By name, not by sorted position: shard_100000 sorts before shard_10001.
+        kept = {self.path(number) for number in range(len(shards))}
+        for path in self.shard_dir.glob("shard_*.npz"):
+            if path not in kept:
+                path.unlink()
         if shards:
             logger.info("resuming: %d of %d images done in %d shards", start, len(ids), len(shards))
         return shards
 
     def load(self, number: int, start: int, ids: list[str]) -> Shard | None:
         """Shard ``number`` when its file is complete and was made, from image ``start`` on, for
-        the images ``ids[start:...]`` by this embedder with this TTA; otherwise ``None``, with a
-        warning saying why when a file was there."""
+        the images ``ids[start:...]`` at these paths by this embedder with this TTA and autocast
+        dtype; otherwise ``None``, with a warning saying why when a file was there."""
         path = self.path(number)
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
                 recorded = {name: data[name] for name in data.files}
+            if "paths" not in recorded or "amp" not in recorded:
+                logger.warning("shard %s predates path and precision records; recomputing it",
+                               path)  # fmt: skip
+                return None
             skipped = zip(recorded["skipped_rows"].tolist(), recorded["skipped_reasons"].tolist())
             shard_ids = [str(value) for value in recorded["ids"].tolist()]
+            shard_paths = [str(value) for value in recorded["paths"].tolist()]
             shard = Shard(
                 int(recorded["start"]),
                 int(recorded["start"]) + len(shard_ids),
@@ -134,15 +160,21 @@ class ShardFiles:
                 recorded["rows"],
                 list(skipped),
             )
-            made_with = (str(recorded["fingerprint"]), json.loads(str(recorded["tta"])))
+            made_with = (
+                str(recorded["fingerprint"]),
+                json.loads(str(recorded["tta"])),
+                json.loads(str(recorded["amp"])),
+            )
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             logger.warning("shard %s is unreadable (%s); recomputing it", path, error)
             return None
         problem = None
-        if made_with != (self.fingerprint, self.tta):
-            problem = f"made by embedder {made_with[0]} with tta {made_with[1]}"
+        if made_with != (self.fingerprint, self.tta, self.amp):
+            problem = f"made by embedder {made_with[0]} with tta {made_with[1]}, amp {made_with[2]}"
         elif shard.start != start or not shard_ids or shard_ids != ids[start : shard.stop]:
             problem = "its image ids differ from the image set's"
+        elif shard_paths != self.paths[start : shard.stop]:
+            problem = "its image paths differ from the image set's"
         elif not len(shard.rows) == len(shard.embeddings) == len(shard_ids) - len(shard.skipped):
             problem = "its row counts are inconsistent"
         elif any(not start <= row < shard.stop for row in shard.rows.tolist()):
