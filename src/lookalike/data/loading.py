@@ -95,7 +95,7 @@ def load_image(path: str | os.PathLike[str], draft_size: int | None = None) -> I
         raise BrokenImageError(path, "file is empty (0 bytes)")
     try:
         with Image.open(path) as image:
-            if draft_size is not None and _draft_worthwhile(image, draft_size):
+            if draft_size is not None and draft_worthwhile(image, draft_size):
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
             upright = ImageOps.exif_transpose(image)
@@ -112,7 +112,7 @@ def load_image(path: str | os.PathLike[str], draft_size: int | None = None) -> I
         raise BrokenImageError(path, f"{type(error).__name__}: {error}") from error
 
 
-def _draft_worthwhile(image: Image.Image, draft_size: int) -> bool:
+def draft_worthwhile(image: Image.Image, draft_size: int) -> bool:
     """A JPEG whose sides are both at least twice ``draft_size`` (smaller ones would not shrink)."""
     return image.format == "JPEG" and min(image.size) >= 2 * draft_size
 

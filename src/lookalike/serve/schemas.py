@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def _refuse_booleans(value: Any) -> Any:
+    """JSON ``true`` is no number: pydantic's lax mode would read it as 1 (``k``, a vector's
+    value), answering a client's mistake instead of naming it."""
+    values = value if isinstance(value, list) else [value]
+    if any(isinstance(item, bool) for item in values):
+        raise ValueError("a boolean is not a number")
+    return value
 
 
 class SearchOptions(BaseModel):
-    """What every search takes besides its query."""
+    """What every search takes besides its query.
+
+    An unknown field is refused (422 naming it): a misspelt option such as ``"lable"`` would
+    otherwise be ignored, and the answer would hold items of every label.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     k: int | None = Field(None, description="Results per query (1 to the server's max_k).")
     threshold: float | None = Field(
@@ -16,6 +33,8 @@ class SearchOptions(BaseModel):
     )
     use_threshold: bool = Field(True, description="Insert 'no match' where a threshold says so.")
     label: str | None = Field(None, description="Only return items with this label.")
+
+    _k_is_a_number = field_validator("k", mode="before")(_refuse_booleans)
 
 
 class TextSearch(SearchOptions):
@@ -35,6 +54,8 @@ class VectorSearch(SearchOptions):
     """Search by a raw embedding (of the index's dimension, from the index's model)."""
 
     vector: list[float] = Field(..., min_length=1, description="The query embedding.")
+
+    _values_are_numbers = field_validator("vector", mode="before")(_refuse_booleans)
 
 
 class Hit(BaseModel):
@@ -71,6 +92,8 @@ class VectorItem(BaseModel):
     id: str = Field(..., min_length=1)
     label: str | None = None
     vector: list[float] = Field(..., min_length=1)
+
+    _values_are_numbers = field_validator("vector", mode="before")(_refuse_booleans)
 
 
 class VectorItems(BaseModel):

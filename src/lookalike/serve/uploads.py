@@ -4,8 +4,10 @@ The file name and the declared content type are ignored: Pillow identifies the b
 the formats in :data:`IMAGE_FORMATS` are accepted. The pixel count is read from the header and
 checked *before* any pixel is decoded, so a decompression bomb (a small file that declares a huge
 image) costs nothing. Accepted images go through the same conversion as gallery images
-(:func:`lookalike.data.loading.to_rgb`, EXIF orientation applied), so a gallery image uploaded as
-a query embeds to its own gallery row.
+(:func:`lookalike.data.loading.to_rgb`, EXIF orientation applied) and, given the model's resize
+size, a large JPEG is decoded at the reduced scale ``embed`` decodes it at (Pillow's draft mode,
+:func:`lookalike.data.loading.load_image`), so a gallery image uploaded as a query embeds to its own
+gallery row and a query file is answered as ``search_index`` answers it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-from lookalike.data.loading import to_rgb
+from lookalike.data.loading import draft_worthwhile, to_rgb
 from lookalike.serve.errors import ApiError
 
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# MPO is a JPEG with more pictures after the first (what many phone cameras write); Pillow
+# names it apart, and its first picture is the photo, as the gallery loader reads it.
+IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError)
 
 
@@ -40,7 +44,9 @@ class Upload:
     data: bytes
 
 
-def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Upload:
+def decode_upload(
+    data: bytes, name: str, max_bytes: int, max_pixels: int, draft_size: int | None = None
+) -> Upload:
     """Sniff, bound and decode one uploaded image.
 
     Args:
@@ -48,6 +54,9 @@ def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Up
         name: The client's file name, for messages.
         max_bytes: Largest accepted size.
         max_pixels: Largest accepted ``width * height``.
+        draft_size: The side the model's transform resizes to first: a JPEG at least twice
+            that size is decoded at a reduced scale, as ``embed`` decodes gallery files (its
+            default ``draft_decode``); None decodes in full.
 
     Raises:
         ApiError: 413 when the file or its pixel count is over the limit, 415 when the bytes are
@@ -90,6 +99,8 @@ def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Up
             if width < 1 or height < 1:
                 raise ApiError(422, f"image {label} has no pixels ({width}x{height})")
             try:
+                if draft_size is not None and draft_worthwhile(opened, draft_size):
+                    opened.draft("RGB", (draft_size, draft_size))
                 opened.load()
                 upright = ImageOps.exif_transpose(opened)
                 image = to_rgb(upright)
@@ -102,4 +113,5 @@ def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Up
 
 def file_suffix(image_format: str) -> str:
     """The usual file suffix of a Pillow format name ("JPEG" -> ".jpg")."""
-    return {"JPEG": ".jpg", "TIFF": ".tif"}.get(image_format, f".{image_format.lower()}")
+    suffixes = {"JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif"}
+    return suffixes.get(image_format, f".{image_format.lower()}")

@@ -16,6 +16,9 @@ from lookalike.serve.state import ServerState
 from lookalike.serve.uploads import Upload, decode_upload
 
 MAX_ID_CHARS = 256
+# Largest norm of a non-cosine vector: l2 and ip scores of two such vectors (|q|^2 + |x|^2,
+# q.x) stay well inside float32, where the index computes them.
+_MAX_FLOAT32_NORM = float(np.sqrt(np.finfo(np.float32).max)) / 4
 
 
 def server(request: Request) -> ServerState:
@@ -46,8 +49,14 @@ def resolve_threshold(
 
 
 def check_vector(state: ServerState, vector: list[float] | np.ndarray, name: str) -> np.ndarray:
-    """A ``(D,)`` float32 query or item vector: the index's width, finite, non-zero for cosine
-    (422 otherwise)."""
+    """A ``(D,)`` float32 query or item vector: the index's width, finite, non-zero for cosine,
+    its scores within float32 for the other metrics (422 otherwise).
+
+    A cosine vector is L2-normalised here, in float64 after dividing by its largest value:
+    the index normalises in float32, where the squared norm of a vector of large (or tiny)
+    values overflows (or underflows), which turned it into a zero query that scores 0 against
+    every item. Only its direction counts, so any finite scale is answered the same.
+    """
     array = np.asarray(vector, dtype=np.float64).reshape(-1)
     if array.shape[0] != state.store.dim:
         raise ApiError(
@@ -55,8 +64,20 @@ def check_vector(state: ServerState, vector: list[float] | np.ndarray, name: str
         )
     if not np.isfinite(array).all():
         raise ApiError(422, f"{name} holds NaN or infinite values")
-    if state.store.metric == "cosine" and not np.any(array != 0):
-        raise ApiError(422, f"{name} is all zeros; cosine similarity needs a direction")
+    if state.store.metric == "cosine":
+        largest = float(np.max(np.abs(array)))
+        if largest == 0:
+            raise ApiError(422, f"{name} is all zeros; cosine similarity needs a direction")
+        scaled = array / largest
+        return (scaled / np.linalg.norm(scaled)).astype(np.float32)
+    with np.errstate(over="ignore"):  # an overflowing norm is refused just below
+        norm = float(np.linalg.norm(array))
+    if not norm <= _MAX_FLOAT32_NORM:
+        raise ApiError(
+            422,
+            f"{name} has norm {norm:.3g}; scores are float32, so a {state.store.metric} vector's "
+            f"norm must be at most {_MAX_FLOAT32_NORM:.3g}",
+        )
     return array.astype(np.float32)
 
 
@@ -88,9 +109,13 @@ async def read_uploads(state: ServerState, files: list[UploadFile]) -> list[Uplo
             )
         contents.append((upload.filename or "upload", await upload.read()))
 
+    # decoded as `embed` decodes gallery files (large JPEGs at the model's resize size)
+    encoder = state.image_encoder
+    draft_size = None if encoder is None else encoder.embedder.preprocessing.resize_size
+
     def decode_all() -> list[Upload]:
         return [
-            decode_upload(data, name, settings.max_upload_bytes, settings.max_pixels)
+            decode_upload(data, name, settings.max_upload_bytes, settings.max_pixels, draft_size)
             for name, data in contents
         ]
 

@@ -27,6 +27,7 @@ _ERRORS = {
     415: {"description": "An upload is not an image"},
     422: {"description": "An invalid option (k, threshold, vector ...)"},
 }
+_IMAGE_FIELDS = ("images", "k", "threshold", "use_threshold", "label")
 
 
 @router.post("/image", response_model=SearchResponse, responses=_ERRORS)
@@ -45,6 +46,11 @@ async def search_by_image(
     answered with its ranked hits.
     """
     state = server(request)
+    # as the JSON searches do: a misspelt "label" would otherwise answer with every label
+    unknown = sorted(set((await request.form()).keys()) - set(_IMAGE_FIELDS))
+    if unknown:
+        fields = ", ".join(_IMAGE_FIELDS)
+        raise ApiError(422, f"unknown form fields {', '.join(unknown)}; this search takes {fields}")
     state.require_images()
     top = resolve_k(state, k)
     applied = resolve_threshold(state, threshold, use_threshold)
