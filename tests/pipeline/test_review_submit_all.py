@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from submit_server import QuietHandler, no_proxies, serving, uploaded_file
 from typer.testing import CliRunner
 
 from lookalike.cli.main import app
@@ -38,25 +36,13 @@ class Script:
     followed: int = 0
 
 
-def uploaded_file(content_type: str, body: bytes) -> tuple[str, bytes]:
-    boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
-    for part in body.split(b"--" + boundary)[1:-1]:
-        head, _, content = part[2:-2].partition(b"\r\n\r\n")
-        name = re.search(rb'; filename="([^"]*)"', head)
-        if name:
-            return name.group(1).decode(), content
-    raise AssertionError("no file in the upload")
-
-
 @pytest.fixture
 def script(monkeypatch: pytest.MonkeyPatch) -> Iterator[Script]:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    no_proxies(monkeypatch)
     monkeypatch.setenv("LOOKALIKE_SUBMIT_TOKEN", TOKEN)
     state = Script()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if self.path == "/elsewhere":
@@ -84,25 +70,9 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Iterator[Script]:
             score = len(content) / 1000
             self._answer(200, json.dumps({"score": score}).encode())
 
-        def _answer(self, status: int, data: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/submit"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as url:
+        state.url = url
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 def epochs(run: Path, count: int) -> list[Path]:
