@@ -364,3 +364,16 @@ def test_saved_params_are_plain_json(tmp_path: Path, data: tuple[np.ndarray, np.
         )
         stored = json.loads((folder / "index.json").read_text())
         assert stored["params"] == index.params and stored["kind"] == kind
+
+
+@pytest.mark.parametrize("kind", ["exact_torch", "flat"])
+def test_cosine_rows_of_any_finite_scale_keep_their_direction(kind: str) -> None:
+    """Norms are accumulated in float64: in float32 the squared norm of a row of 1e20s
+    overflows (and of 1e-30s underflows), which turned the row into a zero vector scoring 0."""
+    directions = np.eye(4, 8, dtype=np.float32) + 0.1
+    scales = np.array([[1e20], [1e-30], [1.0], [3e-20]], dtype=np.float32)
+    index = create_index(kind, 8, "cosine")
+    index.add(directions * scales)
+    result = index.search(directions * np.float32(1e19), 1)
+    assert result.indices[:, 0].tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(result.scores[:, 0], 1.0, atol=1e-5)

@@ -31,8 +31,12 @@ class Metric:
         """``(N, D)`` float32 contiguous rows, L2-normalised for cosine."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.normalize:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
+            # Norms accumulated in float64 (without a float64 copy of the rows): in float32 the
+            # squared norm of a row of large (or tiny) values overflows (or underflows), which
+            # turned the row into a zero vector that scores 0 against everything.
+            squares = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
+            norms = np.sqrt(squares)[:, None]
+            vectors = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
         return vectors
 
     def pairwise(self, queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:

@@ -52,10 +52,10 @@ def check_vector(state: ServerState, vector: list[float] | np.ndarray, name: str
     """A ``(D,)`` float32 query or item vector: the index's width, finite, non-zero for cosine,
     its scores within float32 for the other metrics (422 otherwise).
 
-    A cosine vector is L2-normalised here, in float64 after dividing by its largest value:
-    the index normalises in float32, where the squared norm of a vector of large (or tiny)
-    values overflows (or underflows), which turned it into a zero query that scores 0 against
-    every item. Only its direction counts, so any finite scale is answered the same.
+    A cosine vector is L2-normalised here, in float64 after dividing by its largest value,
+    before it becomes float32: values beyond float32's range (1e39, 1e-300) would otherwise turn
+    into infinities or zeros. Only its direction counts, so any finite scale is answered the
+    same.
     """
     array = np.asarray(vector, dtype=np.float64).reshape(-1)
     if array.shape[0] != state.store.dim:
