@@ -130,3 +130,19 @@ def naive_retrieval_metrics(
     summary["n_queries"] = n_queries
     summary["n_queries_without_positives"] = without_positives
     return summary
+
+
+def kaggle_apk(actual: set | list, predicted: list, k: int = 10) -> float:
+    """Kaggle's ``apk`` (ml_metrics), verbatim in behaviour: precision at each new hit in the
+    first ``k`` predictions, summed and divided by ``min(len(actual), k)``."""
+    if len(predicted) > k:
+        predicted = predicted[:k]
+    score = 0.0
+    num_hits = 0.0
+    for i, p in enumerate(predicted):
+        if p in actual and p not in predicted[:i]:
+            num_hits += 1.0
+            score += num_hits / (i + 1.0)
+    if not actual:
+        return 0.0
+    return score / min(len(actual), k)

@@ -17,6 +17,7 @@ from ranked_metrics import with_per_query
 
 from lookalike.metrics import evaluate_retrieval, retrieval_metrics
 from lookalike.ranking import rank
+from naive_metrics import kaggle_apk
 
 CLUSTERING = ("NMI", "AMI")  # need k-means; not retrieval metrics
 
@@ -107,22 +108,8 @@ def test_map_with_junk_equals_cirtorch_compute_map() -> None:
     assert summary["map"] == pytest.approx(_cirtorch_map(order, ok, junk), abs=1e-12)
 
 
-def apk(actual, predicted, k=10):  # Kaggle / ml_metrics, verbatim
-    if len(predicted) > k:
-        predicted = predicted[:k]
-    score = 0.0
-    num_hits = 0.0
-    for i, p in enumerate(predicted):
-        if p in actual and p not in predicted[:i]:
-            num_hits += 1.0
-            score += num_hits / (i + 1.0)
-    if not actual:
-        return 0.0
-    return score / min(len(actual), k)
-
-
 def mapk(actual, predicted, k=10):  # Kaggle / ml_metrics, verbatim
-    return np.mean([apk(a, p, k) for a, p in zip(actual, predicted)])
+    return np.mean([kaggle_apk(a, p, k) for a, p in zip(actual, predicted)])
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 40])  # 40 > the 29 items a query can see

@@ -11,6 +11,7 @@ import pytest
 from lookalike.embed.store import EmbeddingSet
 from lookalike.pipeline.open_set import RejectionSpec, rejection_metrics, tune_rejection
 from lookalike.ranking import rank
+from naive_metrics import kaggle_apk
 
 
 def _data(seed: int = 0) -> tuple[EmbeddingSet, EmbeddingSet]:
@@ -156,13 +157,7 @@ def _naive_all_vs_all_map5(labels: list[str | None], indices: np.ndarray, scores
         rows = list(indices[query])
         cut = len(rows) if threshold is None else next(
             (i for i, s in enumerate(scores[query]) if not s <= np.float32(threshold)), len(rows))
-        answers = (rows[:cut] + ["new"] + rows[cut:])[:5]
-        hits, ap = 0, 0.0
-        for position, answer in enumerate(answers, start=1):
-            if answer in truth:
-                hits += 1
-                ap += hits / position
-        total += ap / min(len(truth), 5)
+        total += kaggle_apk(truth, (rows[:cut] + ["new"] + rows[cut:])[:5], 5)
     return total / len(labels)
 
 

@@ -19,6 +19,7 @@ from lookalike.search.open_set_scores import (
 )
 from lookalike.search.rejection import accepted
 from lookalike.search.thresholds import tune_threshold
+from naive_metrics import kaggle_apk
 
 NO_MATCH = "no match"
 
@@ -33,16 +34,6 @@ def _lists_with_no_match(result: SearchResult, threshold: float) -> list[list]:
         cut = kept.index(False) if False in kept else len(rows)
         lists.append([*rows[:cut], NO_MATCH, *rows[cut:]])
     return lists
-
-
-def _naive_apk(actual: set, predicted: list, k: int) -> float:
-    """Kaggle's ``apk`` (ml_metrics)."""
-    score, hits = 0.0, 0
-    for i, item in enumerate(predicted[:k]):
-        if item in actual and item not in predicted[:i]:
-            hits += 1
-            score += hits / (i + 1.0)
-    return score / min(len(actual), k)
 
 
 def _answers(query_labels: list, gallery_labels: list) -> list[set]:
@@ -77,7 +68,7 @@ def test_metrics_match_naive_loops(higher_is_better):
     assert 0 < genuine.sum() < len(genuine)
     for threshold in np.quantile(result.scores[:, :3], [0.1, 0.5, 0.9]):
         lists = _lists_with_no_match(result, threshold)
-        naive_map = np.mean([_naive_apk(a, p, 5) for a, p in zip(answers, lists)])
+        naive_map = np.mean([kaggle_apk(a, p, 5) for a, p in zip(answers, lists)])
         got = map_at_k_with_rejection(result, query_labels, gallery_labels, threshold, k=5)
         assert got == pytest.approx(naive_map)
         weights = {1: 600, 5: 300, 10: 100}

@@ -21,6 +21,7 @@ from lookalike.search.open_set_scores import (
 from lookalike.search.rejection import apply_threshold
 from lookalike.search.threshold_rules import apply_rule, roc_corner_threshold
 from lookalike.search.thresholds import holdout_distractors, percentile_threshold, tune_threshold
+from naive_metrics import kaggle_apk
 
 NO_MATCH = "no match"
 
@@ -104,16 +105,6 @@ def naive_answers(labels: list, gallery_labels: list, own_rows: np.ndarray | Non
     return answers
 
 
-def naive_apk(actual: set, predicted: list, k: int) -> float:
-    """Kaggle's ``apk`` (ml_metrics)."""
-    score, hits = 0.0, 0
-    for i, item in enumerate(predicted[:k]):
-        if item in actual and item not in predicted[:i]:
-            hits += 1
-            score += hits / (i + 1.0)
-    return score / min(len(actual), k)
-
-
 def naive_objectives(result: SearchResult, own_rows: np.ndarray | None, threshold: float) -> dict:
     lists = naive_lists(result, threshold)
     answers = naive_answers(LABELS, LABELS, own_rows)
@@ -122,7 +113,7 @@ def naive_objectives(result: SearchResult, own_rows: np.ndarray | None, threshol
     tp, fp, fn = (accepts & genuine).sum(), (accepts & ~genuine).sum(), (~accepts & genuine).sum()
     weights = {1: 600, 3: 300, 4: 100}
     return {
-        "map@3": np.mean([naive_apk(a, p, 3) for a, p in zip(answers, lists)]),
+        "map@3": np.mean([kaggle_apk(a, p, 3) for a, p in zip(answers, lists)]),
         "weighted_topk": np.mean([
             sum(w * bool(answer & set(ranked[:k])) for k, w in weights.items())
             for answer, ranked in zip(answers, lists)
@@ -314,7 +305,7 @@ def test_tuning_with_ties_and_nan_reaches_the_brute_force_best(higher_is_better:
 
     def naive_map(threshold: float) -> float:
         lists = naive_lists(result, threshold)
-        return float(np.mean([naive_apk(a, p, 3) for a, p in zip(answers, lists)]))
+        return float(np.mean([kaggle_apk(a, p, 3) for a, p in zip(answers, lists)]))
 
     brute_force = max(naive_map(t) for t in grid)
     best, curve = tune_threshold(result, query_labels, gallery_labels, "map@3")
