@@ -112,22 +112,22 @@ def _single_process(config: TrainConfig) -> bool:
     if isinstance(devices, list | tuple):
         return len(devices) == 1
     if devices in ("auto", None, -1, "-1"):
-        on_cuda = spec.accelerator in ("gpu", "cuda") or (
-            spec.accelerator == "auto" and torch.cuda.is_available()
-        )
-        return not on_cuda or torch.cuda.device_count() <= 1
+        return not _trains_on_cuda(config) or torch.cuda.device_count() <= 1
     return str(devices).strip() == "1"
 
 
 def extraction_device(config: TrainConfig) -> str:
     """The device the trainer will use: the CPU, or the one CUDA device of the run."""
     spec = config.trainer
-    on_cuda = spec.accelerator in ("gpu", "cuda") or (
-        spec.accelerator == "auto" and torch.cuda.is_available()
-    )
-    if not on_cuda:
+    if not _trains_on_cuda(config):
         return "cpu"
     devices = spec.devices
     if isinstance(devices, list | tuple) and devices:
         return f"cuda:{int(devices[0])}"
     return "cuda"
+
+
+def _trains_on_cuda(config: TrainConfig) -> bool:
+    """The trainer's accelerator is CUDA (named, or "auto" on a machine that has it)."""
+    accelerator = config.trainer.accelerator
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
